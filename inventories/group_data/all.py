@@ -1,0 +1,59 @@
+"""Group data for every runner host: the settings of each host layer.
+
+Every key here is validated (``runner_ctl.hostdata``) before a host is touched: a value
+of the wrong type or range stops ``runner-ctl rehearse`` and the pyinfra deploy with a
+one-line error naming the key and the expected form. The values below are the defaults;
+change them here (all hosts) or per host in an inventory.
+"""
+
+# Layers deploys/runner_host.py applies, in this order: base, bazel, buildbuddy,
+# github_runner, gitlab_runner, deploy_lock. A layer's name is its file stem in deploys/.
+layers = ["base"]
+
+# ---- base layer (deploys/base.py) -------------------------------------------------------
+# apt sources written to /etc/apt/sources.list. `runner-ctl rehearse` replaces them with the
+# test host's local repository; production uses Debian's mirrors.
+apt_sources = [
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+]
+
+# The account CI jobs run as: no password, not in sudo/admin/wheel.
+runner_user = "runner"
+# Open-file limit (soft and hard) for runner_user; Bazel opens many files at once.
+runner_nofile = 1048576
+
+# sshd listens here and the host firewall opens it. 1-65535.
+ssh_port = 22
+# "prohibit-password" (root by key only) or "no". Password logins are always off.
+ssh_permit_root_login = "prohibit-password"
+# Source networks the host firewall lets reach SSH. The DigitalOcean firewall in tofu/ is the
+# outer fence (admin_cidrs); narrow this list to the same networks for defence in depth.
+ssh_allow_cidrs = ["0.0.0.0/0", "::/0"]
+
+# Size of /swapfile in MiB; 0 removes it. Swap keeps a memory spike in a big Bazel
+# analysis from invoking the OOM killer on the Bazel server.
+swap_size_mb = 2048
+
+# journald's SystemMaxUse: the journal never grows past this.
+journald_max_use = "1G"
+
+# Kernel settings, persisted in /etc/sysctl.d/60-runner-ctl.conf. Bazel's --watchfs and
+# file watchers need more inotify watches and instances than Debian's defaults.
+sysctl = {
+    "fs.inotify.max_user_watches": 1048576,
+    "fs.inotify.max_user_instances": 8192,
+    "fs.inotify.max_queued_events": 65536,
+}
+
+# The persistent data directory (Bazel caches, workspaces), owned by runner_user.
+data_dir = "/var/lib/ci"
+# Block device to mount at data_dir (the DigitalOcean volume, e.g.
+# "/dev/disk/by-id/scsi-0DO_Volume_ci-cache"), or None for a plain directory.
+data_device = None
+# Filesystem on data_device: "ext4" or "xfs".
+data_fs_type = "ext4"
+
+# Install Debian security updates automatically (unattended-upgrades).
+unattended_upgrades = True

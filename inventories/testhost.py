@@ -1,0 +1,38 @@
+"""Inventory of disposable local test hosts (``runner-ctl testhost up``), for rehearsals.
+
+    RUNNER_CTL_TESTHOST=rh1 pyinfra inventories/testhost.py deploys/runner_host.py
+
+The hosts get the same group data as production (``group_data/``) plus their connection
+data and, in place of Debian's mirrors, the local apt repository each test host mounts.
+"""
+
+import os
+
+from runner_ctl.testhost import get_host
+
+
+def _host_entry(name: str) -> tuple[str, dict[str, object]]:
+    test_host = get_host(name)
+    return (
+        test_host.name,
+        {
+            "ssh_hostname": test_host.address,
+            "ssh_user": "root",
+            "ssh_key": test_host.ssh_key,
+            "ssh_known_hosts_file": test_host.known_hosts,
+            "ssh_strict_host_key_checking": "yes",
+            "ssh_allow_agent": False,
+            "ssh_look_for_keys": False,
+            "apt_sources": [test_host.apt_source],
+        },
+    )
+
+
+_names = [name for name in os.environ.get("RUNNER_CTL_TESTHOST", "").split(",") if name]
+if not _names:
+    raise SystemExit(
+        "inventories/testhost.py: set RUNNER_CTL_TESTHOST to the test host name(s), "
+        "e.g. RUNNER_CTL_TESTHOST=rh1 (see 'runner-ctl testhost list')"
+    )
+
+runner_hosts = [_host_entry(name) for name in _names]

@@ -1,0 +1,3 @@
+from runner_ctl.cli import main
+
+main()

@@ -1,0 +1,42 @@
+"""Running system tools: one place that turns a failed command into a one-line error."""
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from runner_ctl.errors import RunnerCtlError
+
+__all__ = ["run"]
+
+
+def run(
+    argv: Sequence[str | Path],
+    *,
+    what: str,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600,
+    input_text: str | None = None,
+) -> str:
+    """Run ``argv``, return its stdout; on failure raise naming ``what`` and stderr's last line."""
+    args = [str(a) for a in argv]
+    try:
+        done = subprocess.run(
+            args,
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise RunnerCtlError(f"{what} failed: {args[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise RunnerCtlError(f"{what} failed: {args[0]} did not finish within {timeout:.0f} s") from None
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        last = lines[-1] if lines else "(no output)"
+        raise RunnerCtlError(f"{what} failed (exit {done.returncode}): {last}")
+    return done.stdout

@@ -1,0 +1,41 @@
+"""Errors that the CLI turns into one line on stderr and an exit code (never a traceback)."""
+
+__all__ = ["ConfigError", "PrerequisiteError", "RunnerCtlError", "StepFailed", "UsageError"]
+
+
+class RunnerCtlError(Exception):
+    """An expected failure: its message is a complete, one-line explanation for the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        # One line, always: the CLI prints str(self) as is.
+        super().__init__(" ".join(message.split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class UsageError(RunnerCtlError):
+    """Bad flags or arguments."""
+
+    exit_code = 2
+
+
+class ConfigError(RunnerCtlError):
+    """Group data or another configuration input is invalid."""
+
+    exit_code = 2
+
+
+class PrerequisiteError(RunnerCtlError):
+    """The machine lacks something (root, a system tool) that the command needs."""
+
+    exit_code = 2
+
+
+class StepFailed(RunnerCtlError):
+    """A step of a multi-step job (such as a rehearsal) failed."""
+
+    exit_code = 1

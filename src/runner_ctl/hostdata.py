@@ -1,0 +1,259 @@
+"""Group data: the typed, validated settings that configure the host layers.
+
+pyinfra hands every deploy a flat mapping of host data (``inventories/group_data/*.py``
+merged with per-host data). This module is the one place that says which keys exist,
+what form each takes and what its default is; the layers in ``deploys/`` read their
+settings through it, and ``runner-ctl rehearse`` validates before any host is touched.
+"""
+
+import ipaddress
+import re
+import runpy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runner_ctl.errors import ConfigError
+
+__all__ = [
+    "LAYER_ORDER",
+    "BaseLayerSettings",
+    "LAYER_APT_PACKAGES",
+    "HostSettings",
+    "available_layers",
+    "load_group_data",
+    "validate_host_data",
+]
+
+# Canonical order in which runner_host.py applies layers; a layer's name is its file stem
+# under deploys/. Later layers rely on earlier ones (the runner needs Bazel's user and dirs).
+LAYER_ORDER: tuple[str, ...] = (
+    "base",
+    "bazel",
+    "buildbuddy",
+    "github_runner",
+    "gitlab_runner",
+    "deploy_lock",
+)
+
+# What each layer installs with apt. The test host's local apt repository is built from the
+# union of these, so a layer that installs a package not listed here fails its rehearsal.
+LAYER_APT_PACKAGES: dict[str, tuple[str, ...]] = {
+    "base": ("nftables", "openssh-server", "systemd-timesyncd", "unattended-upgrades"),
+}
+
+_SYSCTL_KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")
+_JOURNAL_SIZE = re.compile(r"^[1-9][0-9]*[KMGT]?$")
+_UNIX_NAME = r"^[a-z_][a-z0-9_-]{0,31}$"
+
+# What the user is told when a key is wrong: the expected form, with an example.
+EXPECTED_FORM: dict[str, str] = {
+    "layers": f"a list of layer names from {', '.join(LAYER_ORDER)} (e.g. ['base'])",
+    "apt_sources": "a list of one-line apt sources (e.g. ['deb http://deb.debian.org/debian bookworm main'])",
+    "runner_user": "a Unix user name: lower case letters, digits, '_' or '-' (e.g. 'runner')",
+    "runner_nofile": "a whole number of open files between 1024 and 1073741816 (e.g. 1048576)",
+    "ssh_port": "a TCP port number from 1 to 65535 (e.g. 22)",
+    "ssh_permit_root_login": "'prohibit-password' (root by key only) or 'no'",
+    "ssh_allow_cidrs": "a non-empty list of CIDRs (e.g. ['203.0.113.0/24', '2001:db8::/32'])",
+    "swap_size_mb": "a whole number of MiB, 0 for no swap (e.g. 2048)",
+    "journald_max_use": "a size with an optional K/M/G/T suffix (e.g. '1G')",
+    "sysctl": "a mapping of sysctl key to whole number (e.g. {'fs.inotify.max_user_watches': 1048576})",
+    "data_dir": "an absolute path (e.g. '/var/lib/ci')",
+    "data_device": "None, or an absolute device path (e.g. '/dev/disk/by-id/scsi-0DO_Volume_ci')",
+    "data_fs_type": "'ext4' or 'xfs'",
+    "unattended_upgrades": "True or False",
+}
+
+
+class BaseLayerSettings(BaseModel):
+    """Settings of the base layer (``deploys/base.py``).
+
+    + apt_sources: apt source lines written to /etc/apt/sources.list (the test host points
+      these at its local repository; production uses Debian's mirrors)
+    + runner_user: the account CI jobs run as: no password, no sudo
+    + runner_nofile: open-file limit (soft and hard) for ``runner_user``
+    + ssh_port: port sshd listens on and the firewall opens
+    + ssh_permit_root_login: sshd PermitRootLogin; never ``yes`` (passwords are always off)
+    + ssh_allow_cidrs: source networks allowed to reach SSH through the host firewall
+    + swap_size_mb: size of /swapfile in MiB; 0 removes it
+    + journald_max_use: journald SystemMaxUse cap
+    + sysctl: kernel settings, persisted in /etc/sysctl.d/60-runner-ctl.conf
+    + data_dir: the persistent data directory for caches and workspaces
+    + data_device: block device mounted at ``data_dir`` (the DigitalOcean volume), or None
+    + data_fs_type: filesystem type of ``data_device``
+    + unattended_upgrades: install security updates automatically
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    apt_sources: tuple[str, ...] = (
+        "deb http://deb.debian.org/debian bookworm main",
+        "deb http://deb.debian.org/debian bookworm-updates main",
+        "deb http://deb.debian.org/debian-security bookworm-security main",
+    )
+    runner_user: str = Field("runner", pattern=_UNIX_NAME)
+    runner_nofile: int = Field(1_048_576, ge=1024, le=1_073_741_816)
+    ssh_port: int = Field(22, ge=1, le=65535)
+    ssh_permit_root_login: Literal["prohibit-password", "no"] = "prohibit-password"
+    ssh_allow_cidrs: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    swap_size_mb: int = Field(2048, ge=0, le=1_048_576)
+    journald_max_use: str = Field("1G", pattern=_JOURNAL_SIZE.pattern)
+    sysctl: dict[str, int] = Field(
+        default_factory=lambda: {
+            # Bazel's --watchfs and IDE-style file watchers exhaust the Debian defaults
+            # (8192 watches, 128 instances) on a large workspace.
+            "fs.inotify.max_user_watches": 1_048_576,
+            "fs.inotify.max_user_instances": 8192,
+            "fs.inotify.max_queued_events": 65536,
+        }
+    )
+    data_dir: str = "/var/lib/ci"
+    data_device: str | None = None
+    data_fs_type: Literal["ext4", "xfs"] = "ext4"
+    unattended_upgrades: bool = True
+
+    @field_validator("apt_sources", mode="before")
+    @classmethod
+    def _apt_sources(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            value = tuple(value)
+        if not isinstance(value, tuple) or not value:
+            raise ValueError("empty or not a list")
+        for line in value:
+            if not isinstance(line, str) or "\n" in line or not line.startswith(("deb ", "deb-src ")):
+                raise ValueError(f"not a one-line apt source: {line!r}")
+        return value
+
+    @field_validator("ssh_allow_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            value = tuple(value)
+        if not isinstance(value, tuple) or not value:
+            raise ValueError("empty or not a list")
+        normalised = []
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f"not a CIDR: {item!r}")
+            try:
+                normalised.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError as error:
+                raise ValueError(f"not a CIDR: {item!r}") from error
+        return tuple(normalised)
+
+    @field_validator("sysctl")
+    @classmethod
+    def _sysctl(cls, value: dict[str, int]) -> dict[str, int]:
+        for key in value:
+            if not _SYSCTL_KEY.match(key):
+                raise ValueError(f"not a sysctl key: {key!r}")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, value: str) -> str:
+        if not value.startswith("/") or value.rstrip("/") in ("", "/"):
+            raise ValueError(f"not an absolute directory: {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("data_device")
+    @classmethod
+    def _data_device(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/dev/"):
+            raise ValueError(f"not a device path: {value!r}")
+        return value
+
+    @property
+    def ssh_allow_ipv4(self) -> list[str]:
+        return [c for c in self.ssh_allow_cidrs if ipaddress.ip_network(c).version == 4]
+
+    @property
+    def ssh_allow_ipv6(self) -> list[str]:
+        return [c for c in self.ssh_allow_cidrs if ipaddress.ip_network(c).version == 6]
+
+
+class HostSettings(BaseLayerSettings):
+    """Everything a runner host is configured from: the layer list plus each layer's keys.
+
+    + layers: which layers ``deploys/runner_host.py`` applies, in the canonical order
+    """
+
+    layers: tuple[str, ...] = ("base",)
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layers(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            value = tuple(value)
+        if not isinstance(value, tuple) or not value:
+            raise ValueError("empty or not a list")
+        unknown = [name for name in value if name not in LAYER_ORDER]
+        if unknown:
+            raise ValueError(f"unknown layer {unknown[0]!r}")
+        if "base" not in value:
+            raise ValueError("'base' is required: every other layer builds on it")
+        return tuple(name for name in LAYER_ORDER if name in value)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_host_data(
+    data: Mapping[str, Any], *, available: frozenset[str] | None = None, origin: str = "group data"
+) -> HostSettings:
+    """Validate host data, raising a one-line ``ConfigError`` naming the key and its form.
+
+    ``available`` is the set of layers that exist in ``deploys/``; a known layer that this
+    checkout does not have yet is as wrong as an unknown one.
+    """
+    try:
+        settings = HostSettings.model_validate(dict(data))
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else "?"
+        got = data.get(key, first.get("input"))
+        form = EXPECTED_FORM.get(key, "a valid value")
+        detail = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(
+            f"{origin}: {key} = {_describe(got)} is invalid ({detail}); expected {form}"
+        ) from None
+    if available is not None:
+        missing = [name for name in settings.layers if name not in available]
+        if missing:
+            raise ConfigError(
+                f"{origin}: layers = {_describe(list(data.get('layers', [])))} is invalid "
+                f"(layer {missing[0]!r} has no deploys/{missing[0]}.py in this checkout); "
+                f"expected a list of layer names from {', '.join(sorted(available))}"
+            )
+    return settings
+
+
+def available_layers(project_root: Path) -> frozenset[str]:
+    """Layer names that this checkout can apply: known layers with a file in deploys/."""
+    return frozenset(name for name in LAYER_ORDER if (project_root / "deploys" / f"{name}.py").is_file())
+
+
+def load_group_data(group_data_dir: Path, groups: tuple[str, ...] = ("all", "runner_hosts")) -> dict[str, Any]:
+    """Read pyinfra group data files the way pyinfra does: public module-level names.
+
+    Later groups override earlier ones, as pyinfra's group precedence does for a host in
+    both ``all`` and ``runner_hosts``.
+    """
+    merged: dict[str, Any] = {}
+    for group in groups:
+        path = group_data_dir / f"{group}.py"
+        if not path.is_file():
+            continue
+        try:
+            namespace = runpy.run_path(str(path))
+        except Exception as error:  # any error in a user's data file is a config error
+            raise ConfigError(f"{path}: cannot be loaded ({type(error).__name__}: {error})") from None
+        for name, value in namespace.items():
+            if name.startswith("_") or callable(value) or type(value).__name__ == "module":
+                continue
+            merged[name] = value
+    return merged

@@ -1,0 +1,355 @@
+"""Disposable Debian 12 hosts: boot, find, reach and tear down.
+
+A host is a fresh copy of the cached rootfs booted by ``systemd-nspawn --boot`` inside a
+network namespace of its own. Its directory under ``<cache>/testhost/hosts/<name>/``
+holds everything about it: ``host.json`` (state), the rootfs copy, a fresh SSH key pair,
+``known_hosts`` with the host's freshly generated host key, ``ssh_config`` and the console
+log. Teardown signals only the systemd-nspawn process it started (PID plus start time, so a
+recycled PID is never hit), removes the namespace and the copy, and keeps the caches.
+"""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from runner_ctl._proc import run
+from runner_ctl.errors import RunnerCtlError, UsageError
+from runner_ctl.paths import cache_dir
+from runner_ctl.testhost._images import APT_REPO_MOUNT, build_lock, ensure_apt_repo, ensure_rootfs
+from runner_ctl.testhost._network import (
+    HostNetwork,
+    create_network,
+    destroy_network,
+    slot_network,
+    subnet,
+)
+from runner_ctl.testhost._prereqs import check_prerequisites
+
+__all__ = [
+    "DisposableHost",
+    "boot_host",
+    "destroy_host",
+    "get_host",
+    "list_hosts",
+    "testhost_dir",
+]
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,10}$")
+BOOT_TIMEOUT_SECONDS = 120.0
+STOP_TIMEOUT_SECONDS = 30.0
+
+
+def testhost_dir() -> Path:
+    return cache_dir() / "testhost"
+
+
+def _hosts_dir() -> Path:
+    return testhost_dir() / "hosts"
+
+
+@dataclass(frozen=True)
+class DisposableHost:
+    """A booted (or half-booted, until ``up`` returns) test host and how to reach it."""
+
+    name: str
+    address: str
+    controller_address: str
+    slot: int
+    netns: str
+    veth: str
+    directory: str
+    ssh_config: str
+    ssh_key: str
+    known_hosts: str
+    apt_repo: str
+    pid: int | None = None
+    pid_start_time: int | None = None
+
+    @property
+    def network(self) -> HostNetwork:
+        return HostNetwork(self.slot, self.netns, self.veth, self.controller_address, self.address)
+
+    @property
+    def rootfs(self) -> Path:
+        return Path(self.directory) / "rootfs"
+
+    @property
+    def apt_source(self) -> str:
+        """The apt source line that points the host at its local repository."""
+        return f"deb [trusted=yes] file:{APT_REPO_MOUNT} ./"
+
+    def running(self) -> bool:
+        return self.pid is not None and _start_time(self.pid) == self.pid_start_time
+
+    def public(self) -> dict[str, str]:
+        """The ``testhost up --json`` contract."""
+        return {
+            "name": self.name,
+            "address": self.address,
+            "ssh_config": self.ssh_config,
+            "ssh_key": self.ssh_key,
+        }
+
+    def save(self) -> None:
+        path = Path(self.directory) / "host.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks (field 22 of /proc/PID/stat), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _load(path: Path) -> DisposableHost | None:
+    try:
+        return DisposableHost(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def list_hosts() -> list[DisposableHost]:
+    hosts = []
+    if _hosts_dir().is_dir():
+        for state in sorted(_hosts_dir().glob("*/host.json")):
+            host = _load(state)
+            if host is not None:
+                hosts.append(host)
+    return hosts
+
+
+def get_host(name: str) -> DisposableHost:
+    host = _load(_hosts_dir() / name / "host.json")
+    if host is None:
+        known = ", ".join(h.name for h in list_hosts()) or "none"
+        raise UsageError(f"no test host named {name!r} (running: {known}); start one with 'runner-ctl testhost up'")
+    return host
+
+
+def _validate_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise UsageError(
+            f"test host name {name!r} is invalid; expected a lower-case letter then up to 10 "
+            "letters, digits or '-' (e.g. 'rh1')"
+        )
+
+
+def _allocate(name: str | None) -> tuple[str, HostNetwork]:
+    """Pick a name and a free /30; the caller holds the build lock."""
+    taken = {h.name: h.slot for h in list_hosts()}
+    if name is None:
+        name = next(f"rh{i}" for i in range(1, 10_000) if f"rh{i}" not in taken)
+    _validate_name(name)
+    if name in taken or (_hosts_dir() / name).exists():
+        raise UsageError(f"a test host named {name!r} exists already; pick another --name or 'runner-ctl testhost down {name}'")
+    used = set(taken.values())
+    slot = next(i for i in range(subnet().num_addresses // 4 + 1) if i not in used)
+    return name, slot_network(slot, name)
+
+
+def boot_host(name: str | None = None) -> DisposableHost:
+    """Boot a fresh test host and return once sshd accepts its key."""
+    check_prerequisites()
+    base = testhost_dir()
+    rootfs = ensure_rootfs(base)
+    repo = ensure_apt_repo(base, rootfs)
+    with build_lock(base):
+        name, net = _allocate(name)
+        directory = _hosts_dir() / name
+        directory.mkdir(parents=True)
+        host = DisposableHost(
+            name=name,
+            address=net.host_address,
+            controller_address=net.controller_address,
+            slot=net.slot,
+            netns=net.netns,
+            veth=net.veth,
+            directory=str(directory),
+            ssh_config=str(directory / "ssh_config"),
+            ssh_key=str(directory / "id_ed25519"),
+            known_hosts=str(directory / "known_hosts"),
+            apt_repo=str(repo),
+        )
+        host.save()  # from here on, 'testhost down NAME' can clean up whatever exists
+    try:
+        _make_rootfs_copy(host, rootfs)
+        create_network(net)
+        host = _start(host)
+        _wait_for_ssh(host)
+    except BaseException:
+        with contextlib.suppress(RunnerCtlError):
+            destroy_host(host.name)
+        raise
+    return host
+
+
+def _make_rootfs_copy(host: DisposableHost, rootfs: Path) -> None:
+    # A full copy, not an overlay: a swap file must live on a real filesystem.
+    run(["cp", "-a", "--reflink=auto", rootfs, host.rootfs], what="copying the test host rootfs")
+    root = host.rootfs
+    (root / ".runner-ctl-rootfs.json").unlink(missing_ok=True)
+    run(["ssh-keygen", "-A", "-f", root], what="generating the test host's SSH host keys")
+    run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"runner-ctl-testhost-{host.name}", "-f", host.ssh_key],
+        what="generating the test host's SSH key pair",
+    )
+    ssh_dir = root / "root" / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    authorized = ssh_dir / "authorized_keys"
+    authorized.write_text(Path(host.ssh_key + ".pub").read_text())
+    authorized.chmod(0o600)
+    (root / "etc" / "hostname").write_text(host.name + "\n")
+    (root / "etc" / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {host.name}\n")
+    host_key = (root / "etc" / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
+    Path(host.known_hosts).write_text(f"{host.address} {host_key[0]} {host_key[1]}\n")
+    Path(host.ssh_config).write_text(
+        f"Host {host.name}\n"
+        f"    HostName {host.address}\n"
+        "    User root\n"
+        f"    IdentityFile {host.ssh_key}\n"
+        "    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {host.known_hosts}\n"
+        "    StrictHostKeyChecking yes\n"
+        "    ConnectTimeout 5\n"
+        "    LogLevel ERROR\n"
+    )
+
+
+def _start(host: DisposableHost) -> DisposableHost:
+    console = (Path(host.directory) / "console.log").open("wb")
+    env = dict(os.environ)
+    # /proc/sys writable so the base layer's sysctl settings can be applied and checked.
+    env["SYSTEMD_NSPAWN_API_VFS_WRITABLE"] = "1"
+    process = subprocess.Popen(
+        [
+            "systemd-nspawn",
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            f"--directory={host.rootfs}",
+            f"--machine={host.name}",
+            f"--network-namespace-path=/run/netns/{host.netns}",
+            # nspawn grants CAP_NET_ADMIN only for networks it creates itself; the base layer
+            # manages nftables inside this namespace.
+            "--capability=CAP_NET_ADMIN",
+            "--system-call-filter=swapon swapoff",
+            f"--bind-ro={host.apt_repo}:{APT_REPO_MOUNT}",
+            "--console=read-only",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+    )
+    console.close()
+    started = DisposableHost(**{**asdict(host), "pid": process.pid, "pid_start_time": _start_time(process.pid)})
+    started.save()
+    return started
+
+
+def _console_tail(host: DisposableHost, lines: int = 3) -> str:
+    try:
+        text = (Path(host.directory) / "console.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
+
+
+def _wait_for_ssh(host: DisposableHost) -> None:
+    deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS
+    attempts = 0
+    while time.monotonic() < deadline and attempts < 240:
+        attempts += 1
+        if not host.running():
+            raise RunnerCtlError(f"test host {host.name} stopped while booting: {_console_tail(host)}")
+        if _port_open(host.address, 22):
+            probe = subprocess.run(
+                ["ssh", "-F", host.ssh_config, "-o", "BatchMode=yes", host.name, "true"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            if probe.returncode == 0:
+                return
+        time.sleep(0.5)
+    raise RunnerCtlError(
+        f"test host {host.name} did not answer SSH at {host.address} within {BOOT_TIMEOUT_SECONDS:.0f} s; "
+        f"console: {_console_tail(host)}"
+    )
+
+
+def _port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _stop(host: DisposableHost) -> None:
+    if not host.running() or host.pid is None:
+        return
+    # systemd-nspawn turns SIGTERM into an orderly poweroff of the container.
+    os.kill(host.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and host.running():
+        time.sleep(0.2)
+    if host.running():
+        os.kill(host.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and host.running():
+            time.sleep(0.2)
+
+
+def _release_swap(host: DisposableHost) -> None:
+    """Turn off swap files that live in the host's rootfs.
+
+    Swap is not namespaced: a swap file the host activated is active on the controller's
+    kernel, listed under the path the host saw. Resolving that path inside the rootfs copy
+    names the same inode, so swapoff removes exactly the host's swap and nothing else.
+    """
+    try:
+        entries = Path("/proc/swaps").read_text().splitlines()[1:]
+    except OSError:
+        return
+    for entry in entries:
+        path = entry.split()[0]
+        candidate = host.rootfs / path.lstrip("/")
+        if path.startswith("/") and candidate.is_file():
+            subprocess.run(["swapoff", str(candidate)], capture_output=True, check=False)
+
+
+def _mounted_below(directory: Path) -> list[str]:
+    prefix = str(directory.resolve()) + "/"
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    return [m.split()[1] for m in mounts if (m.split()[1] + "/").startswith(prefix)]
+
+
+def destroy_host(name: str) -> None:
+    """Stop the host's nspawn process, remove its network and its directory."""
+    host = get_host(name)
+    _stop(host)
+    if host.running():
+        raise RunnerCtlError(f"test host {name} (pid {host.pid}) did not stop; nothing was removed")
+    _release_swap(host)
+    destroy_network(host.network)
+    directory = Path(host.directory)
+    mounts = _mounted_below(directory)
+    if mounts:
+        raise RunnerCtlError(f"test host {name}: {mounts[0]} is still mounted; unmount it, then run 'runner-ctl testhost down {name}' again")
+    shutil.rmtree(directory)
