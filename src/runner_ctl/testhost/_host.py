@@ -105,13 +105,24 @@ class DisposableHost:
         tmp.replace(path)
 
 
+# nspawn processes this process started: kept referenced so they can be reaped on teardown
+# (an unreaped child lingers as a zombie with its PID and start time).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _start_time(pid: int) -> int | None:
     """The process's start time in clock ticks (field 22 of /proc/PID/stat), None if gone."""
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        del _CHILDREN[pid]
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent
+        return None
+    return int(fields[19])
 
 
 def _load(path: Path) -> DisposableHost | None:
@@ -243,8 +254,9 @@ def _start(host: DisposableHost) -> DisposableHost:
             f"--machine={host.name}",
             f"--network-namespace-path=/run/netns/{host.netns}",
             # nspawn grants CAP_NET_ADMIN only for networks it creates itself; the base layer
-            # manages nftables inside this namespace.
-            "--capability=CAP_NET_ADMIN",
+            # manages nftables inside this namespace. CAP_SYS_RESOURCE lets pam_limits raise
+            # the runner's open-file limit, as root can on a VM.
+            "--capability=CAP_NET_ADMIN,CAP_SYS_RESOURCE",
             "--system-call-filter=swapon swapoff",
             f"--bind-ro={host.apt_repo}:{APT_REPO_MOUNT}",
             "--console=read-only",
@@ -256,6 +268,7 @@ def _start(host: DisposableHost) -> DisposableHost:
         env=env,
     )
     console.close()
+    _CHILDREN[process.pid] = process
     started = DisposableHost(**{**asdict(host), "pid": process.pid, "pid_start_time": _start_time(process.pid)})
     started.save()
     return started

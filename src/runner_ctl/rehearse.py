@@ -1,0 +1,162 @@
+"""``runner-ctl rehearse``: the production deploy, tried on a disposable local Debian 12 host.
+
+Steps, each named in the report when it fails:
+
+1. validate  - group data, before any host is touched
+2. boot      - a fresh test host
+3. first deploy  - the pyinfra deploy, with production's group data plus the test host's
+   connection data and local apt source
+4. host checks   - tests/host (testinfra over SSH)
+5. second deploy - the same deploy again; pyinfra must report zero changed operations
+6. teardown  - unless kept
+"""
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runner_ctl.errors import RunnerCtlError, StepFailed, UsageError
+from runner_ctl.hostchecks import CheckRun, run_host_checks
+from runner_ctl.hostdata import (
+    HostSettings,
+    available_layers,
+    load_group_data,
+    validate_host_data,
+)
+from runner_ctl.paths import cache_dir, is_project_root
+from runner_ctl.pyinfra_run import DeployRun, run_deploy
+from runner_ctl.testhost import (
+    APT_REPO_MOUNT,
+    DisposableHost,
+    boot_host,
+    check_prerequisites,
+    destroy_host,
+)
+
+__all__ = ["HOST_DATA_FILE", "RehearsalReport", "load_settings", "rehearse", "resolve_deploy"]
+
+# Written into the test host's directory: the settings the deploy ran with, for the checks.
+HOST_DATA_FILE = "host-data.json"
+TESTHOST_APT_SOURCE = f"deb [trusted=yes] file:{APT_REPO_MOUNT} ./"
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RehearsalReport:
+    ok: bool = False
+    layers: list[str] = field(default_factory=list)
+    first_run: DeployRun | None = None
+    second_run: DeployRun | None = None
+    checks: CheckRun | None = None
+    host: str | None = None
+    kept: bool = False
+    failed_step: str | None = None
+    error: str | None = None
+    logs: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``rehearse --json`` contract (plus host, failed_step, error and logs)."""
+        empty_run = {"seconds": 0.0, "operations": 0, "changed": 0}
+        return {
+            "ok": self.ok,
+            "layers": self.layers,
+            "first_run": self.first_run.summary() if self.first_run else empty_run,
+            "second_run": self.second_run.summary() if self.second_run else empty_run,
+            "checks": self.checks.summary() if self.checks else {"passed": 0, "failed": 0},
+            "host": self.host,
+            "kept": self.kept,
+            "failed_step": self.failed_step,
+            "error": self.error,
+            "logs": self.logs,
+        }
+
+
+def resolve_deploy(deploy: Path | None, project_root: Path) -> tuple[Path, Path]:
+    """(project root, deploy file); the project is the checkout that holds the deploy file."""
+    path = (deploy or project_root / "deploys" / "runner_host.py").absolute()
+    if not path.is_file():
+        raise UsageError(f"--deploy {path}: no such file; expected a deploy such as deploys/runner_host.py")
+    root = path.parent.parent
+    if path.parent.name != "deploys" or not is_project_root(root):
+        raise UsageError(
+            f"--deploy {path}: expected a file in a checkout's deploys/ directory "
+            "(next to inventories/group_data/)"
+        )
+    return root, path
+
+
+def load_settings(project_root: Path) -> HostSettings:
+    """Production's group data with the test host's apt source, validated."""
+    data = load_group_data(project_root / "inventories" / "group_data")
+    data["apt_sources"] = [TESTHOST_APT_SOURCE]
+    return validate_host_data(
+        data, available=available_layers(project_root), origin="inventories/group_data"
+    )
+
+
+def rehearse(deploy: Path, *, project_root: Path, keep: bool = False, progress: Progress = print) -> RehearsalReport:
+    """Run every step; never raises for a failing step (the report names it)."""
+    root, deploy_file = resolve_deploy(deploy, project_root)
+    settings = load_settings(root)  # bad group data raises here, before any host exists
+    check_prerequisites()
+    report = RehearsalReport(layers=list(settings.layers))
+    step = "boot"
+    host: DisposableHost | None = None
+    try:
+        progress("booting a disposable Debian 12 test host")
+        host = boot_host()
+        report.host = host.name
+        logs = cache_dir() / "rehearse" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{host.name}"
+        logs.mkdir(parents=True, exist_ok=True)
+        report.logs = str(logs)
+        (Path(host.directory) / HOST_DATA_FILE).write_text(json.dumps(settings.model_dump(mode="json")))
+        deploy_env = {"RUNNER_CTL_TESTHOST": host.name}
+        inventory = root / "inventories" / "testhost.py"
+
+        step = "first deploy"
+        progress(f"{step}: {deploy_file.relative_to(root)} on {host.name} ({host.address})")
+        report.first_run = run_deploy(
+            project_root=root, inventory=inventory, deploy=deploy_file, env=deploy_env,
+            log_path=logs / "first-deploy.log", label=step,
+        )
+
+        step = "host checks"
+        progress(f"{step}: tests/host on {host.name}")
+        report.checks = run_host_checks(project_root=root, host_name=host.name, log_dir=logs)
+        if report.checks.failed:
+            raise StepFailed(
+                f"{report.checks.failed} host check(s) failed: {', '.join(report.checks.failures)} "
+                f"(log: {report.checks.log})"
+            )
+
+        step = "second deploy"
+        progress(f"{step}: the same deploy again, which must change nothing")
+        report.second_run = run_deploy(
+            project_root=root, inventory=inventory, deploy=deploy_file, env=deploy_env,
+            log_path=logs / "second-deploy.log", label=step,
+        )
+        if report.second_run.changed:
+            raise StepFailed(
+                f"not idempotent: the second run changed {report.second_run.changed} operation(s): "
+                + ", ".join(report.second_run.changed_names)
+            )
+        report.ok = True
+    except RunnerCtlError as error:
+        report.failed_step = step
+        report.error = error.message
+    finally:
+        if host is not None and not keep:
+            progress(f"tearing down {host.name}")
+            try:
+                destroy_host(host.name)
+            except RunnerCtlError as error:
+                if report.ok:
+                    report.ok, report.failed_step, report.error = False, "teardown", error.message
+                else:
+                    report.error = f"{report.error}; teardown also failed: {error.message}"
+        report.kept = host is not None and keep
+    return report

@@ -1,0 +1,47 @@
+"""Suite-wide fixtures.
+
+``rehearsal``: one real ``runner-ctl rehearse --keep --json`` run per test session. Its
+report is asserted by tests/test_rehearse.py, and the host it leaves running is the target
+of the host checks in tests/host/ and of the other host-marked tests; it is torn down at
+the end of the session.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def runner_ctl(*args: str, timeout: float = 1800, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a child process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner_ctl", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="session")
+def rehearsal() -> Iterator[dict[str, Any]]:
+    done = runner_ctl("rehearse", "--keep", "--json", timeout=2400)
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"rehearse printed nothing; stderr: {done.stderr[-2000:]}"
+    report: dict[str, Any] = json.loads(lines[-1])
+    report["exit_code"] = done.returncode
+    report["stderr"] = done.stderr
+    try:
+        yield report
+    finally:
+        if report.get("host"):
+            runner_ctl("testhost", "down", report["host"], timeout=120)

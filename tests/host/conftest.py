@@ -1,0 +1,41 @@
+"""Fixtures for the host checks.
+
+The target is the test host named by ``RUNNER_CTL_CHECK_HOST`` (set by ``runner-ctl
+rehearse``); without it, the suite's own rehearsal host (tests/conftest.py). The expected
+values are the settings the deploy ran with, which rehearse saves beside the host.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+
+from runner_ctl.hostchecks import CHECK_HOST_ENV
+from runner_ctl.hostdata import HostSettings
+from runner_ctl.rehearse import HOST_DATA_FILE
+from runner_ctl.testhost import DisposableHost, get_host
+
+
+@pytest.fixture(scope="session")
+def test_host(request: pytest.FixtureRequest) -> DisposableHost:
+    name = os.environ.get(CHECK_HOST_ENV)
+    if not name:
+        report = request.getfixturevalue("rehearsal")
+        assert report["host"], f"the suite's rehearsal booted no host: {report['error']}"
+        name = report["host"]
+    return get_host(name)
+
+
+@pytest.fixture(scope="session")
+def settings(test_host: DisposableHost) -> HostSettings:
+    data = json.loads((Path(test_host.directory) / HOST_DATA_FILE).read_text())
+    return HostSettings.model_validate(data, strict=False)
+
+
+@pytest.fixture(scope="session")
+def host(test_host: DisposableHost) -> Any:
+    """testinfra over SSH, with the host's own ssh_config (its key and pinned host key)."""
+    return testinfra.get_host(f"ssh://{test_host.name}", ssh_config=test_host.ssh_config)
