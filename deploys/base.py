@@ -6,7 +6,7 @@ in ``inventories/group_data/all.py``):
 + apt_sources: apt source lines for /etc/apt/sources.list
 + runner_user: the account CI jobs run as (no password, no sudo)
 + runner_nofile: open-file limit for ``runner_user``
-+ ssh_port / ssh_permit_root_login / ssh_allow_cidrs: sshd and firewall settings
++ sshd_port / sshd_permit_root_login / sshd_allow_cidrs: sshd and firewall settings
 + swap_size_mb: /swapfile size in MiB, 0 for none
 + journald_max_use: journald size cap
 + sysctl: kernel settings (inotify limits for Bazel)
@@ -25,9 +25,9 @@ Example:
 import io
 from pathlib import Path
 
-from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import OperationMeta
+from pyinfra.context import host
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Mounts, Users
 from pyinfra.operations import apt, files, server, systemd
@@ -50,15 +50,13 @@ SYSCTL_FILE = "/etc/sysctl.d/60-runner-ctl.conf"
 def _put(label: str, template: str, dest: str, settings: BaseLayerSettings) -> OperationMeta:
     """Render a template from templates/base and upload it as a root-owned 0644 file."""
     content = render_template(TEMPLATES / template, **_template_values(settings))
-    return files.put(
-        name=label, src=io.StringIO(content), dest=dest, user="root", group="root", mode="644"
-    )
+    return files.put(name=label, src=io.StringIO(content), dest=dest, user="root", group="root", mode="644")
 
 
 def _template_values(settings: BaseLayerSettings) -> dict[str, object]:
     values: dict[str, object] = settings.model_dump()
-    values["ssh_allow_ipv4"] = settings.ssh_allow_ipv4
-    values["ssh_allow_ipv6"] = settings.ssh_allow_ipv6
+    values["sshd_allow_ipv4"] = settings.sshd_allow_ipv4
+    values["sshd_allow_ipv6"] = settings.sshd_allow_ipv6
     return values
 
 
@@ -75,7 +73,7 @@ def _apt(settings: BaseLayerSettings) -> None:
 
 def _runner_user(settings: BaseLayerSettings) -> None:
     name = settings.runner_user
-    server.user(
+    server.user(  # noqa: S604 - pyinfra operation arguments, not a subprocess shell
         name=f"Create the {name} user (no password, no sudo)",
         user=name,
         home=f"/home/{name}",
@@ -89,7 +87,12 @@ def _runner_user(settings: BaseLayerSettings) -> None:
             name=f"Remove {name} from privileged groups",
             commands=[f"gpasswd -d {name} {group}" for group in privileged],
         )
-    _put(f"Open-file limits for {name}", "limits.conf.j2", "/etc/security/limits.d/60-runner-ctl.conf", settings)
+    _put(
+        f"Open-file limits for {name}",
+        "limits.conf.j2",
+        "/etc/security/limits.d/60-runner-ctl.conf",
+        settings,
+    )
 
 
 def _sshd(settings: BaseLayerSettings) -> None:
@@ -111,9 +114,7 @@ def _firewall(settings: BaseLayerSettings) -> None:
         activate="nft -f /etc/nftables.conf",
         mode="755",
     )
-    systemd.service(
-        name="Load the firewall at boot", service="nftables.service", running=True, enabled=True
-    )
+    systemd.service(name="Load the firewall at boot", service="nftables.service", running=True, enabled=True)
 
 
 def _updates_and_time(settings: BaseLayerSettings) -> None:
@@ -133,13 +134,21 @@ def _updates_and_time(settings: BaseLayerSettings) -> None:
     # timesyncd refuses to run inside a container (ConditionVirtualization=!container), so
     # the layer asks only that it is enabled; on a VM it starts at install and at boot.
     systemd.service(
-        name="Enable systemd-timesyncd", service="systemd-timesyncd.service", running=None, enabled=True
+        name="Enable systemd-timesyncd",
+        service="systemd-timesyncd.service",
+        running=None,
+        enabled=True,
     )
 
 
 def _journald(settings: BaseLayerSettings) -> None:
     files.directory(name="journald drop-in directory", path="/etc/systemd/journald.conf.d", mode="755")
-    cap = _put("Cap the journal size", "journald.conf.j2", "/etc/systemd/journald.conf.d/60-runner-ctl.conf", settings)
+    cap = _put(
+        "Cap the journal size",
+        "journald.conf.j2",
+        "/etc/systemd/journald.conf.d/60-runner-ctl.conf",
+        settings,
+    )
     systemd.service(
         name="Restart journald for the new cap",
         service="systemd-journald.service",
@@ -158,7 +167,12 @@ def _swap(settings: BaseLayerSettings) -> None:
             server.shell(name="Turn off the swap file", commands=[f"swapoff {SWAP_FILE}"])
         if existing:
             files.file(name="Remove the swap file", path=SWAP_FILE, present=False)
-        files.line(name="Drop the swap file from fstab", path="/etc/fstab", line=f"^{SWAP_FILE} ", present=False)
+        files.line(
+            name="Drop the swap file from fstab",
+            path="/etc/fstab",
+            line=f"^{SWAP_FILE} ",
+            present=False,
+        )
         return
     if not existing or existing.get("size") != size * 1024 * 1024:
         server.shell(

@@ -19,10 +19,13 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def runner_ctl(*args: str, timeout: float = 1800, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a child process, as a user would."""
+def runner_ctl(
+    *args: str, timeout: float = 1800, env: dict[str, str] | None = None, as_user: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a child process, as a user would (optionally as another user)."""
+    prefix = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups"] if as_user else []
     return subprocess.run(
-        [sys.executable, "-m", "runner_ctl", *args],
+        [*prefix, sys.executable, "-m", "runner_ctl", *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

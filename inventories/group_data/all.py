@@ -24,13 +24,14 @@ runner_user = "runner"
 # Open-file limit (soft and hard) for runner_user; Bazel opens many files at once.
 runner_nofile = 1048576
 
-# sshd listens here and the host firewall opens it. 1-65535.
-ssh_port = 22
+# sshd listens here and the host firewall opens it. 1-65535. Not pyinfra's own `ssh_port`
+# (the port pyinfra connects to): after moving sshd, set ssh_port in the inventory to match.
+sshd_port = 22
 # "prohibit-password" (root by key only) or "no". Password logins are always off.
-ssh_permit_root_login = "prohibit-password"
+sshd_permit_root_login = "prohibit-password"
 # Source networks the host firewall lets reach SSH. The DigitalOcean firewall in tofu/ is the
 # outer fence (admin_cidrs); narrow this list to the same networks for defence in depth.
-ssh_allow_cidrs = ["0.0.0.0/0", "::/0"]
+sshd_allow_cidrs = ["0.0.0.0/0", "::/0"]
 
 # Size of /swapfile in MiB; 0 removes it. Swap keeps a memory spike in a big Bazel
 # analysis from invoking the OOM killer on the Bazel server.

@@ -26,7 +26,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-testhost_app = typer.Typer(help="Disposable local Debian 12 hosts (systemd-nspawn) for rehearsals and tests.", no_args_is_help=True)
+testhost_app = typer.Typer(
+    help="Disposable local Debian 12 hosts (systemd-nspawn) for rehearsals and tests.",
+    no_args_is_help=True,
+)
 deploy_app = typer.Typer(help="Serialized deploys per environment (issue #3).")
 lock_app = typer.Typer(help="The deploy lock service (issue #3).")
 latency_app = typer.Typer(help="CI queue time and wall-clock latency (issue #5).")
@@ -120,7 +123,12 @@ def rehearse_command(
 
     def run() -> RehearsalReport:
         project_root = find_project_root()
-        return rehearse(deploy or project_root / "deploys" / "runner_host.py", project_root=project_root, keep=keep, progress=progress)
+        return rehearse(
+            deploy or project_root / "deploys" / "runner_host.py",
+            project_root=project_root,
+            keep=keep,
+            progress=progress,
+        )
 
     try:
         report = run()
@@ -169,9 +177,7 @@ def testhost_list(
     Console(highlight=False).print(table)
 
 
-@testhost_app.command(
-    "ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
+@testhost_app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def testhost_ssh(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Test host name.")],

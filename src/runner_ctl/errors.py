@@ -1,6 +1,6 @@
 """Errors that the CLI turns into one line on stderr and an exit code (never a traceback)."""
 
-__all__ = ["ConfigError", "PrerequisiteError", "RunnerCtlError", "StepFailed", "UsageError"]
+__all__ = ["ConfigError", "PrerequisiteError", "RunnerCtlError", "StepError", "UsageError"]
 
 
 class RunnerCtlError(Exception):
@@ -35,7 +35,7 @@ class PrerequisiteError(RunnerCtlError):
     exit_code = 2
 
 
-class StepFailed(RunnerCtlError):
+class StepError(RunnerCtlError):
     """A step of a multi-step job (such as a rehearsal) failed."""
 
     exit_code = 1

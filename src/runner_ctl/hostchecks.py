@@ -8,11 +8,11 @@ import os
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET  # noqa: N817 - the conventional alias
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner_ctl.errors import StepFailed
+from runner_ctl.errors import StepError
 
 __all__ = ["CHECK_HOST_ENV", "CheckRun", "parse_junit", "run_host_checks"]
 
@@ -49,7 +49,7 @@ def parse_junit(report: Path) -> tuple[int, int, tuple[str, ...]]:
 def run_host_checks(*, project_root: Path, host_name: str, log_dir: Path, timeout: float = 1800) -> CheckRun:
     checks = project_root / "tests" / "host"
     if not checks.is_dir():
-        raise StepFailed(f"host checks: {checks} does not exist")
+        raise StepError(f"host checks: {checks} does not exist")
     log_dir.mkdir(parents=True, exist_ok=True)
     report = log_dir / "checks.xml"
     argv = [sys.executable, "-m", "pytest", str(checks), "-q", f"--junitxml={report}"]
@@ -65,13 +65,13 @@ def run_host_checks(*, project_root: Path, host_name: str, log_dir: Path, timeou
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise StepFailed(f"host checks did not finish within {timeout:.0f} s") from None
+        raise StepError(f"host checks did not finish within {timeout:.0f} s") from None
     seconds = time.monotonic() - started
     log = log_dir / "checks.log"
     log.write_text(done.stdout + done.stderr)
     if done.returncode not in (0, 1) or not report.is_file():
-        raise StepFailed(f"host checks could not run (pytest exit {done.returncode}); log: {log}")
+        raise StepError(f"host checks could not run (pytest exit {done.returncode}); log: {log}")
     passed, failed, failures = parse_junit(report)
     if passed + failed == 0:
-        raise StepFailed(f"host checks: no checks were collected from {checks}")
+        raise StepError(f"host checks: no checks were collected from {checks}")
     return CheckRun(passed, failed, seconds, failures, str(log))

@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from runner_ctl.errors import ConfigError
 
 __all__ = [
+    "LAYER_APT_PACKAGES",
     "LAYER_ORDER",
     "BaseLayerSettings",
-    "LAYER_APT_PACKAGES",
     "HostSettings",
     "available_layers",
     "load_group_data",
@@ -54,9 +54,9 @@ EXPECTED_FORM: dict[str, str] = {
     "apt_sources": "a list of one-line apt sources (e.g. ['deb http://deb.debian.org/debian bookworm main'])",
     "runner_user": "a Unix user name: lower case letters, digits, '_' or '-' (e.g. 'runner')",
     "runner_nofile": "a whole number of open files between 1024 and 1073741816 (e.g. 1048576)",
-    "ssh_port": "a TCP port number from 1 to 65535 (e.g. 22)",
-    "ssh_permit_root_login": "'prohibit-password' (root by key only) or 'no'",
-    "ssh_allow_cidrs": "a non-empty list of CIDRs (e.g. ['203.0.113.0/24', '2001:db8::/32'])",
+    "sshd_port": "a TCP port number from 1 to 65535 (e.g. 22)",
+    "sshd_permit_root_login": "'prohibit-password' (root by key only) or 'no'",
+    "sshd_allow_cidrs": "a non-empty list of CIDRs (e.g. ['203.0.113.0/24', '2001:db8::/32'])",
     "swap_size_mb": "a whole number of MiB, 0 for no swap (e.g. 2048)",
     "journald_max_use": "a size with an optional K/M/G/T suffix (e.g. '1G')",
     "sysctl": "a mapping of sysctl key to whole number (e.g. {'fs.inotify.max_user_watches': 1048576})",
@@ -74,9 +74,9 @@ class BaseLayerSettings(BaseModel):
       these at its local repository; production uses Debian's mirrors)
     + runner_user: the account CI jobs run as: no password, no sudo
     + runner_nofile: open-file limit (soft and hard) for ``runner_user``
-    + ssh_port: port sshd listens on and the firewall opens
-    + ssh_permit_root_login: sshd PermitRootLogin; never ``yes`` (passwords are always off)
-    + ssh_allow_cidrs: source networks allowed to reach SSH through the host firewall
+    + sshd_port: port sshd listens on and the firewall opens
+    + sshd_permit_root_login: sshd PermitRootLogin; never ``yes`` (passwords are always off)
+    + sshd_allow_cidrs: source networks allowed to reach SSH through the host firewall
     + swap_size_mb: size of /swapfile in MiB; 0 removes it
     + journald_max_use: journald SystemMaxUse cap
     + sysctl: kernel settings, persisted in /etc/sysctl.d/60-runner-ctl.conf
@@ -95,9 +95,9 @@ class BaseLayerSettings(BaseModel):
     )
     runner_user: str = Field("runner", pattern=_UNIX_NAME)
     runner_nofile: int = Field(1_048_576, ge=1024, le=1_073_741_816)
-    ssh_port: int = Field(22, ge=1, le=65535)
-    ssh_permit_root_login: Literal["prohibit-password", "no"] = "prohibit-password"
-    ssh_allow_cidrs: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    sshd_port: int = Field(22, ge=1, le=65535)
+    sshd_permit_root_login: Literal["prohibit-password", "no"] = "prohibit-password"
+    sshd_allow_cidrs: tuple[str, ...] = ("0.0.0.0/0", "::/0")
     swap_size_mb: int = Field(2048, ge=0, le=1_048_576)
     journald_max_use: str = Field("1G", pattern=_JOURNAL_SIZE.pattern)
     sysctl: dict[str, int] = Field(
@@ -126,7 +126,7 @@ class BaseLayerSettings(BaseModel):
                 raise ValueError(f"not a one-line apt source: {line!r}")
         return value
 
-    @field_validator("ssh_allow_cidrs", mode="before")
+    @field_validator("sshd_allow_cidrs", mode="before")
     @classmethod
     def _cidrs(cls, value: Any) -> Any:
         if isinstance(value, list):
@@ -166,12 +166,12 @@ class BaseLayerSettings(BaseModel):
         return value
 
     @property
-    def ssh_allow_ipv4(self) -> list[str]:
-        return [c for c in self.ssh_allow_cidrs if ipaddress.ip_network(c).version == 4]
+    def sshd_allow_ipv4(self) -> list[str]:
+        return [c for c in self.sshd_allow_cidrs if ipaddress.ip_network(c).version == 4]
 
     @property
-    def ssh_allow_ipv6(self) -> list[str]:
-        return [c for c in self.ssh_allow_cidrs if ipaddress.ip_network(c).version == 6]
+    def sshd_allow_ipv6(self) -> list[str]:
+        return [c for c in self.sshd_allow_cidrs if ipaddress.ip_network(c).version == 6]
 
 
 class HostSettings(BaseLayerSettings):
@@ -218,9 +218,7 @@ def validate_host_data(
         got = data.get(key, first.get("input"))
         form = EXPECTED_FORM.get(key, "a valid value")
         detail = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(
-            f"{origin}: {key} = {_describe(got)} is invalid ({detail}); expected {form}"
-        ) from None
+        raise ConfigError(f"{origin}: {key} = {_describe(got)} is invalid ({detail}); expected {form}") from None
     if available is not None:
         missing = [name for name in settings.layers if name not in available]
         if missing:

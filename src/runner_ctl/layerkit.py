@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from pyinfra import host
-from pyinfra.api import FactBase
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.facts import FactBase
+from pyinfra.context import host
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files, server
 
@@ -107,5 +107,6 @@ class ActiveSwaps(FactBase[list[str]]):
         lines = list(output)
         return [line.split()[0] for line in lines[1:] if line.strip()]
 
-    def default(self) -> list[str]:
+    @staticmethod
+    def default() -> list[str]:
         return []

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner_ctl.errors import StepFailed
+from runner_ctl.errors import StepError
 
 __all__ = ["DeployRun", "parse_results", "run_deploy"]
 
@@ -32,7 +32,11 @@ class DeployRun:
     log: str = ""
 
     def summary(self) -> dict[str, float | int]:
-        return {"seconds": round(self.seconds, 2), "operations": self.operations, "changed": self.changed}
+        return {
+            "seconds": round(self.seconds, 2),
+            "operations": self.operations,
+            "changed": self.changed,
+        }
 
 
 def parse_results(document: Mapping[str, Any]) -> tuple[int, int, int, tuple[str, ...]]:
@@ -77,16 +81,16 @@ def run_deploy(
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise StepFailed(f"{label}: pyinfra did not finish within {timeout:.0f} s") from None
+        raise StepError(f"{label}: pyinfra did not finish within {timeout:.0f} s") from None
     seconds = time.monotonic() - started
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(done.stderr + "\n--- stdout ---\n" + done.stdout)
     if done.returncode != 0:
-        raise StepFailed(f"{label} failed: {_last_error(done.stderr)} (log: {log_path})")
+        raise StepError(f"{label} failed: {_last_error(done.stderr)} (log: {log_path})")
     try:
         operations, changed, errors, changed_names = parse_results(json.loads(done.stdout))
     except (ValueError, KeyError, TypeError) as error:
-        raise StepFailed(f"{label}: unreadable pyinfra --json output ({error}); log: {log_path}") from None
+        raise StepError(f"{label}: unreadable pyinfra --json output ({error}); log: {log_path}") from None
     if errors:
-        raise StepFailed(f"{label}: {errors} operation(s) failed (log: {log_path})")
+        raise StepError(f"{label}: {errors} operation(s) failed (log: {log_path})")
     return DeployRun(seconds, operations, changed, changed_names, str(log_path))

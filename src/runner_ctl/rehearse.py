@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner_ctl.errors import RunnerCtlError, StepFailed, UsageError
+from runner_ctl.errors import RunnerCtlError, StepError, UsageError
 from runner_ctl.hostchecks import CheckRun, run_host_checks
 from runner_ctl.hostdata import (
     HostSettings,
@@ -83,8 +83,7 @@ def resolve_deploy(deploy: Path | None, project_root: Path) -> tuple[Path, Path]
     root = path.parent.parent
     if path.parent.name != "deploys" or not is_project_root(root):
         raise UsageError(
-            f"--deploy {path}: expected a file in a checkout's deploys/ directory "
-            "(next to inventories/group_data/)"
+            f"--deploy {path}: expected a file in a checkout's deploys/ directory (next to inventories/group_data/)"
         )
     return root, path
 
@@ -93,9 +92,7 @@ def load_settings(project_root: Path) -> HostSettings:
     """Production's group data with the test host's apt source, validated."""
     data = load_group_data(project_root / "inventories" / "group_data")
     data["apt_sources"] = [TESTHOST_APT_SOURCE]
-    return validate_host_data(
-        data, available=available_layers(project_root), origin="inventories/group_data"
-    )
+    return validate_host_data(data, available=available_layers(project_root), origin="inventories/group_data")
 
 
 def rehearse(deploy: Path, *, project_root: Path, keep: bool = False, progress: Progress = print) -> RehearsalReport:
@@ -120,15 +117,19 @@ def rehearse(deploy: Path, *, project_root: Path, keep: bool = False, progress: 
         step = "first deploy"
         progress(f"{step}: {deploy_file.relative_to(root)} on {host.name} ({host.address})")
         report.first_run = run_deploy(
-            project_root=root, inventory=inventory, deploy=deploy_file, env=deploy_env,
-            log_path=logs / "first-deploy.log", label=step,
+            project_root=root,
+            inventory=inventory,
+            deploy=deploy_file,
+            env=deploy_env,
+            log_path=logs / "first-deploy.log",
+            label=step,
         )
 
         step = "host checks"
         progress(f"{step}: tests/host on {host.name}")
         report.checks = run_host_checks(project_root=root, host_name=host.name, log_dir=logs)
         if report.checks.failed:
-            raise StepFailed(
+            raise StepError(
                 f"{report.checks.failed} host check(s) failed: {', '.join(report.checks.failures)} "
                 f"(log: {report.checks.log})"
             )
@@ -136,11 +137,15 @@ def rehearse(deploy: Path, *, project_root: Path, keep: bool = False, progress: 
         step = "second deploy"
         progress(f"{step}: the same deploy again, which must change nothing")
         report.second_run = run_deploy(
-            project_root=root, inventory=inventory, deploy=deploy_file, env=deploy_env,
-            log_path=logs / "second-deploy.log", label=step,
+            project_root=root,
+            inventory=inventory,
+            deploy=deploy_file,
+            env=deploy_env,
+            log_path=logs / "second-deploy.log",
+            label=step,
         )
         if report.second_run.changed:
-            raise StepFailed(
+            raise StepError(
                 f"not idempotent: the second run changed {report.second_run.changed} operation(s): "
                 + ", ".join(report.second_run.changed_names)
             )

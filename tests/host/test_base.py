@@ -39,14 +39,12 @@ def test_runner_open_file_limit(host: Any, settings: HostSettings) -> None:
 
 
 def test_sshd_effective_config_refuses_passwords(host: Any, settings: HostSettings) -> None:
-    effective = dict(
-        line.split(" ", 1) for line in host.check_output("sshd -T").splitlines() if " " in line
-    )
+    effective = dict(line.split(" ", 1) for line in host.check_output("sshd -T").splitlines() if " " in line)
     assert effective["passwordauthentication"] == "no"
     assert effective["kbdinteractiveauthentication"] == "no"
-    expected_root = {"prohibit-password": "without-password", "no": "no"}[settings.ssh_permit_root_login]
+    expected_root = {"prohibit-password": "without-password", "no": "no"}[settings.sshd_permit_root_login]
     assert effective["permitrootlogin"] == expected_root
-    assert effective["port"] == str(settings.ssh_port)
+    assert effective["port"] == str(settings.sshd_port)
 
 
 def _input_chain(host: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -69,7 +67,7 @@ def test_firewall_input_policy_drop_and_ssh_allowed(host: Any, settings: HostSet
     chain, rules = _input_chain(host)
     assert chain["hook"] == "input"
     assert chain["policy"] == "drop"
-    assert any(_accepts_port(rule, settings.ssh_port) for rule in rules)
+    assert any(_accepts_port(rule, settings.sshd_port) for rule in rules)
     assert host.service("nftables").is_enabled
 
 
@@ -86,19 +84,19 @@ def test_firewall_blocks_other_listening_ports_from_the_controller(
 ) -> None:
     host.run(f"systemctl stop {PROBE_UNIT}")
     started = host.run(
-        f"systemd-run --unit={PROBE_UNIT} --collect "
-        f"systemd-socket-activate --listen=0.0.0.0:{PROBE_PORT} /bin/cat"
+        f"systemd-run --unit={PROBE_UNIT} --collect systemd-socket-activate --listen=0.0.0.0:{PROBE_PORT} /bin/cat"
     )
     assert started.rc == 0, started.stderr
     try:
         # The probe really listens: the host reaches it over loopback ...
         reached_locally = host.run(
-            f"for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/{PROBE_PORT}) 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+            f"for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/{PROBE_PORT}) 2>/dev/null && exit 0; "
+            "sleep 0.1; done; exit 1",
         )
         assert reached_locally.rc == 0, "the probe listener never came up on the host"
         # ... the controller cannot, while SSH on the same address works.
         assert not _tcp_connects(test_host.address, PROBE_PORT)
-        assert _tcp_connects(test_host.address, settings.ssh_port)
+        assert _tcp_connects(test_host.address, settings.sshd_port)
     finally:
         host.run(f"systemctl stop {PROBE_UNIT}")
 
@@ -110,7 +108,7 @@ def test_unattended_upgrades_and_timesyncd_enabled(host: Any, settings: HostSett
     assert f'"{int(settings.unattended_upgrades)}"' in periodic
     origins = host.check_output("apt-config dump Unattended-Upgrade::Origins-Pattern")
     assert "Debian-Security" in origins
-    assert "label=Debian\";" not in origins  # security updates only
+    assert 'label=Debian";' not in origins  # security updates only
     assert host.package("systemd-timesyncd").is_installed
     assert host.service("systemd-timesyncd").is_enabled
 

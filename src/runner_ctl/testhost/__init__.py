@@ -9,8 +9,8 @@ from runner_ctl.testhost._host import (
     boot_host,
     destroy_host,
     get_host,
+    harness_dir,
     list_hosts,
-    testhost_dir,
 )
 from runner_ctl.testhost._images import APT_REPO_MOUNT, ROOTFS_PACKAGES, repo_packages
 from runner_ctl.testhost._network import DEFAULT_SUBNET
@@ -25,7 +25,7 @@ __all__ = [
     "check_prerequisites",
     "destroy_host",
     "get_host",
+    "harness_dir",
     "list_hosts",
     "repo_packages",
-    "testhost_dir",
 ]

@@ -38,8 +38,8 @@ __all__ = [
     "boot_host",
     "destroy_host",
     "get_host",
+    "harness_dir",
     "list_hosts",
-    "testhost_dir",
 ]
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,10}$")
@@ -47,12 +47,12 @@ BOOT_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 30.0
 
 
-def testhost_dir() -> Path:
+def harness_dir() -> Path:
     return cache_dir() / "testhost"
 
 
 def _hosts_dir() -> Path:
-    return testhost_dir() / "hosts"
+    return harness_dir() / "hosts"
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,9 @@ def _allocate(name: str | None) -> tuple[str, HostNetwork]:
         name = next(f"rh{i}" for i in range(1, 10_000) if f"rh{i}" not in taken)
     _validate_name(name)
     if name in taken or (_hosts_dir() / name).exists():
-        raise UsageError(f"a test host named {name!r} exists already; pick another --name or 'runner-ctl testhost down {name}'")
+        raise UsageError(
+            f"a test host named {name!r} exists already; pick another --name or 'runner-ctl testhost down {name}'"
+        )
     used = set(taken.values())
     slot = next(i for i in range(subnet().num_addresses // 4 + 1) if i not in used)
     return name, slot_network(slot, name)
@@ -173,8 +175,10 @@ def _allocate(name: str | None) -> tuple[str, HostNetwork]:
 
 def boot_host(name: str | None = None) -> DisposableHost:
     """Boot a fresh test host and return once sshd accepts its key."""
+    if name is not None:
+        _validate_name(name)
     check_prerequisites()
-    base = testhost_dir()
+    base = harness_dir()
     rootfs = ensure_rootfs(base)
     repo = ensure_apt_repo(base, rootfs)
     with build_lock(base):
@@ -214,7 +218,18 @@ def _make_rootfs_copy(host: DisposableHost, rootfs: Path) -> None:
     (root / ".runner-ctl-rootfs.json").unlink(missing_ok=True)
     run(["ssh-keygen", "-A", "-f", root], what="generating the test host's SSH host keys")
     run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"runner-ctl-testhost-{host.name}", "-f", host.ssh_key],
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            f"runner-ctl-testhost-{host.name}",
+            "-f",
+            host.ssh_key,
+        ],
         what="generating the test host's SSH key pair",
     )
     ssh_dir = root / "root" / ".ssh"
@@ -364,5 +379,8 @@ def destroy_host(name: str) -> None:
     directory = Path(host.directory)
     mounts = _mounted_below(directory)
     if mounts:
-        raise RunnerCtlError(f"test host {name}: {mounts[0]} is still mounted; unmount it, then run 'runner-ctl testhost down {name}' again")
+        raise RunnerCtlError(
+            f"test host {name}: {mounts[0]} is still mounted; unmount it, "
+            f"then run 'runner-ctl testhost down {name}' again"
+        )
     shutil.rmtree(directory)

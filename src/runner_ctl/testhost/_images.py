@@ -53,9 +53,7 @@ def _mirror() -> str:
 
 
 def _security_mirror() -> str:
-    return os.environ.get(
-        "RUNNER_CTL_DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/debian-security"
-    ).rstrip("/")
+    return os.environ.get("RUNNER_CTL_DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/debian-security").rstrip("/")
 
 
 def _digest(*parts: object) -> str:
@@ -94,12 +92,12 @@ def _sources_list() -> str:
     )
 
 
-def ensure_rootfs(testhost_dir: Path) -> Path:
+def ensure_rootfs(harness_dir: Path) -> Path:
     """The cached Debian 12 rootfs, built with debootstrap on first use (about a minute)."""
-    final = testhost_dir / "rootfs" / rootfs_key()
+    final = harness_dir / "rootfs" / rootfs_key()
     if (final / ".runner-ctl-rootfs.json").is_file():
         return final
-    with build_lock(testhost_dir):
+    with build_lock(harness_dir):
         if (final / ".runner-ctl-rootfs.json").is_file():
             return final
         staging = final.with_name(f"{final.name}.building")
@@ -135,16 +133,16 @@ def _prepare_rootfs(root: Path) -> None:
         deb.unlink()
 
 
-def ensure_apt_repo(testhost_dir: Path, rootfs: Path) -> Path:
+def ensure_apt_repo(harness_dir: Path, rootfs: Path) -> Path:
     """The cached local apt repository holding every package the layers install.
 
     The package closure is resolved by apt inside a throwaway overlay of the rootfs itself,
     so it holds exactly what a fresh test host lacks, at the versions Debian serves today.
     """
-    final = testhost_dir / "apt" / apt_repo_key()
+    final = harness_dir / "apt" / apt_repo_key()
     if (final / "Release").is_file():
         return final
-    with build_lock(testhost_dir):
+    with build_lock(harness_dir):
         if (final / "Release").is_file():
             return final
         staging = final.with_name(f"{final.name}.building")

@@ -9,11 +9,19 @@ does can leave the controller.
 import ipaddress
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from runner_ctl._proc import run
 from runner_ctl.errors import ConfigError
 
-__all__ = ["DEFAULT_SUBNET", "HostNetwork", "create_network", "destroy_network", "slot_network", "subnet"]
+__all__ = [
+    "DEFAULT_SUBNET",
+    "HostNetwork",
+    "create_network",
+    "destroy_network",
+    "slot_network",
+    "subnet",
+]
 
 DEFAULT_SUBNET = "10.213.0.0/24"
 
@@ -24,8 +32,7 @@ def subnet() -> ipaddress.IPv4Network:
         network = ipaddress.IPv4Network(text)
     except ValueError:
         raise ConfigError(
-            f"RUNNER_CTL_TESTHOST_SUBNET={text!r} is invalid; expected an IPv4 network such as "
-            f"{DEFAULT_SUBNET}"
+            f"RUNNER_CTL_TESTHOST_SUBNET={text!r} is invalid; expected an IPv4 network such as {DEFAULT_SUBNET}"
         ) from None
     if network.prefixlen > 30:
         raise ConfigError(
@@ -64,18 +71,36 @@ def slot_network(slot: int, name: str) -> HostNetwork:
 def create_network(net: HostNetwork) -> None:
     what = f"creating network namespace {net.netns}"
     run(["ip", "netns", "add", net.netns], what=what)
-    run(["ip", "link", "add", net.veth, "type", "veth", "peer", "name", "eth0", "netns", net.netns], what=what)
-    run(["ip", "addr", "add", f"{net.controller_address}/{net.prefixlen}", "dev", net.veth], what=what)
+    run(
+        ["ip", "link", "add", net.veth, "type", "veth", "peer", "name", "eth0", "netns", net.netns],
+        what=what,
+    )
+    run(
+        ["ip", "addr", "add", f"{net.controller_address}/{net.prefixlen}", "dev", net.veth],
+        what=what,
+    )
     run(["ip", "link", "set", net.veth, "up"], what=what)
-    run(["ip", "-n", net.netns, "addr", "add", f"{net.host_address}/{net.prefixlen}", "dev", "eth0"], what=what)
+    run(
+        [
+            "ip",
+            "-n",
+            net.netns,
+            "addr",
+            "add",
+            f"{net.host_address}/{net.prefixlen}",
+            "dev",
+            "eth0",
+        ],
+        what=what,
+    )
     run(["ip", "-n", net.netns, "link", "set", "eth0", "up"], what=what)
     run(["ip", "-n", net.netns, "link", "set", "lo", "up"], what=what)
 
 
 def _exists(kind: str, name: str) -> bool:
     if kind == "netns":
-        return os.path.exists(f"/run/netns/{name}")
-    return os.path.exists(f"/sys/class/net/{name}")
+        return Path(f"/run/netns/{name}").exists()
+    return Path(f"/sys/class/net/{name}").exists()
 
 
 def destroy_network(net: HostNetwork) -> None:

@@ -27,9 +27,13 @@ def check_prerequisites() -> None:
         )
     missing = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool) is None})
     if missing:
-        packages = " ".join(["systemd-container", "debootstrap", *(
-            p for p in missing if p not in ("systemd-container", "debootstrap")
-        )])
+        packages = " ".join(
+            [
+                "systemd-container",
+                "debootstrap",
+                *(p for p in missing if p not in ("systemd-container", "debootstrap")),
+            ]
+        )
         raise PrerequisiteError(
             f"test hosts need systemd-nspawn and debootstrap (missing: {', '.join(missing)}): "
             f"apt-get install {packages}"
