@@ -1,12 +1,13 @@
 """Running system tools: one place that turns a failed command into a one-line error."""
 
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from runner_ctl.errors import RunnerCtlError
+from runner_ctl.errors import RunnerCtlError, StepError
 
-__all__ = ["run"]
+__all__ = ["run", "run_timed"]
 
 
 def run(
@@ -40,3 +41,23 @@ def run(
         last = lines[-1] if lines else "(no output)"
         raise RunnerCtlError(f"{what} failed (exit {done.returncode}): {last}")
     return done.stdout
+
+
+def run_timed(
+    argv: Sequence[str | Path], *, what: str, cwd: Path, env: Mapping[str, str], timeout: float
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run a child whose exit code the caller interprets; return it with its wall-clock seconds."""
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [str(a) for a in argv],
+            cwd=cwd,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise StepError(f"{what} did not finish within {timeout:.0f} s") from None
+    return done, time.monotonic() - started

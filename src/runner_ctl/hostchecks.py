@@ -5,13 +5,12 @@ JUnit XML report it writes, so counts come from pytest itself.
 """
 
 import os
-import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner_ctl._proc import run_timed
 from runner_ctl.errors import StepError
 
 __all__ = ["CHECK_HOST_ENV", "CheckRun", "parse_junit", "run_host_checks"]
@@ -53,20 +52,9 @@ def run_host_checks(*, project_root: Path, host_name: str, log_dir: Path, timeou
     log_dir.mkdir(parents=True, exist_ok=True)
     report = log_dir / "checks.xml"
     argv = [sys.executable, "-m", "pytest", str(checks), "-q", f"--junitxml={report}"]
-    started = time.monotonic()
-    try:
-        done = subprocess.run(
-            argv,
-            cwd=project_root,
-            env={**os.environ, CHECK_HOST_ENV: host_name},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise StepError(f"host checks did not finish within {timeout:.0f} s") from None
-    seconds = time.monotonic() - started
+    done, seconds = run_timed(
+        argv, what="host checks", cwd=project_root, env={**os.environ, CHECK_HOST_ENV: host_name}, timeout=timeout
+    )
     log = log_dir / "checks.log"
     log.write_text(done.stdout + done.stderr)
     if done.returncode not in (0, 1) or not report.is_file():

@@ -8,14 +8,13 @@ reading its log.
 
 import json
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner_ctl._proc import run_timed
 from runner_ctl.errors import StepError
 
 __all__ = ["DeployRun", "parse_results", "run_deploy"]
@@ -69,20 +68,7 @@ def run_deploy(
     """Run ``pyinfra -y --json INVENTORY DEPLOY`` from the project root; raise on any failure."""
     argv = [sys.executable, "-m", "pyinfra", "-y", "--json", str(inventory), str(deploy)]
     child_env = {**os.environ, **env, "PYINFRA_PROGRESS": "off"}
-    started = time.monotonic()
-    try:
-        done = subprocess.run(
-            argv,
-            cwd=project_root,
-            env=child_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise StepError(f"{label}: pyinfra did not finish within {timeout:.0f} s") from None
-    seconds = time.monotonic() - started
+    done, seconds = run_timed(argv, what=f"{label}: pyinfra", cwd=project_root, env=child_env, timeout=timeout)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(done.stderr + "\n--- stdout ---\n" + done.stdout)
     if done.returncode != 0:

@@ -106,24 +106,25 @@ def rehearse(deploy: Path, *, project_root: Path, keep: bool = False, progress: 
     try:
         progress("booting a disposable Debian 12 test host")
         host = boot_host()
-        report.host = host.name
+        report.host = host_name = host.name
         logs = cache_dir() / "rehearse" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{host.name}"
         logs.mkdir(parents=True, exist_ok=True)
         report.logs = str(logs)
         (Path(host.directory) / HOST_DATA_FILE).write_text(json.dumps(settings.model_dump(mode="json")))
-        deploy_env = {"RUNNER_CTL_TESTHOST": host.name}
-        inventory = root / "inventories" / "testhost.py"
+
+        def deploy_once(label: str) -> DeployRun:
+            return run_deploy(
+                project_root=root,
+                inventory=root / "inventories" / "testhost.py",
+                deploy=deploy_file,
+                env={"RUNNER_CTL_TESTHOST": host_name},
+                log_path=logs / f"{label.replace(' ', '-')}.log",
+                label=label,
+            )
 
         step = "first deploy"
         progress(f"{step}: {deploy_file.relative_to(root)} on {host.name} ({host.address})")
-        report.first_run = run_deploy(
-            project_root=root,
-            inventory=inventory,
-            deploy=deploy_file,
-            env=deploy_env,
-            log_path=logs / "first-deploy.log",
-            label=step,
-        )
+        report.first_run = deploy_once(step)
 
         step = "host checks"
         progress(f"{step}: tests/host on {host.name}")
@@ -136,14 +137,7 @@ def rehearse(deploy: Path, *, project_root: Path, keep: bool = False, progress: 
 
         step = "second deploy"
         progress(f"{step}: the same deploy again, which must change nothing")
-        report.second_run = run_deploy(
-            project_root=root,
-            inventory=inventory,
-            deploy=deploy_file,
-            env=deploy_env,
-            log_path=logs / "second-deploy.log",
-            label=step,
-        )
+        report.second_run = deploy_once(step)
         if report.second_run.changed:
             raise StepError(
                 f"not idempotent: the second run changed {report.second_run.changed} operation(s): "
