@@ -29,7 +29,7 @@ from runner_ctl.hostdata import (
 from runner_ctl.paths import cache_dir, is_project_root
 from runner_ctl.pyinfra_run import DeployRun, run_deploy
 from runner_ctl.testhost import (
-    APT_REPO_MOUNT,
+    APT_SOURCE_LINE,
     DisposableHost,
     boot_host,
     check_prerequisites,
@@ -40,7 +40,6 @@ __all__ = ["HOST_DATA_FILE", "RehearsalReport", "load_settings", "rehearse", "re
 
 # Written into the test host's directory: the settings the deploy ran with, for the checks.
 HOST_DATA_FILE = "host-data.json"
-TESTHOST_APT_SOURCE = f"deb [trusted=yes] file:{APT_REPO_MOUNT} ./"
 
 Progress = Callable[[str], None]
 
@@ -91,7 +90,7 @@ def resolve_deploy(deploy: Path | None, project_root: Path) -> tuple[Path, Path]
 def load_settings(project_root: Path) -> HostSettings:
     """Production's group data with the test host's apt source, validated."""
     data = load_group_data(project_root / "inventories" / "group_data")
-    data["apt_sources"] = [TESTHOST_APT_SOURCE]
+    data["apt_sources"] = [APT_SOURCE_LINE]
     return validate_host_data(data, available=available_layers(project_root), origin="inventories/group_data")
 
 

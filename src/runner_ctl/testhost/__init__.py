@@ -12,12 +12,13 @@ from runner_ctl.testhost._host import (
     harness_dir,
     list_hosts,
 )
-from runner_ctl.testhost._images import APT_REPO_MOUNT, ROOTFS_PACKAGES, repo_packages
+from runner_ctl.testhost._images import APT_REPO_MOUNT, APT_SOURCE_LINE, ROOTFS_PACKAGES, repo_packages
 from runner_ctl.testhost._network import DEFAULT_SUBNET
 from runner_ctl.testhost._prereqs import check_prerequisites
 
 __all__ = [
     "APT_REPO_MOUNT",
+    "APT_SOURCE_LINE",
     "DEFAULT_SUBNET",
     "ROOTFS_PACKAGES",
     "DisposableHost",

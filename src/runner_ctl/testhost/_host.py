@@ -23,7 +23,7 @@ from pathlib import Path
 from runner_ctl._proc import run
 from runner_ctl.errors import RunnerCtlError, UsageError
 from runner_ctl.paths import cache_dir
-from runner_ctl.testhost._images import APT_REPO_MOUNT, build_lock, ensure_apt_repo, ensure_rootfs
+from runner_ctl.testhost._images import APT_REPO_MOUNT, APT_SOURCE_LINE, build_lock, ensure_apt_repo, ensure_rootfs
 from runner_ctl.testhost._network import (
     HostNetwork,
     create_network,
@@ -84,7 +84,7 @@ class DisposableHost:
     @property
     def apt_source(self) -> str:
         """The apt source line that points the host at its local repository."""
-        return f"deb [trusted=yes] file:{APT_REPO_MOUNT} ./"
+        return APT_SOURCE_LINE
 
     def running(self) -> bool:
         return self.pid is not None and _start_time(self.pid) == self.pid_start_time

@@ -22,6 +22,7 @@ from runner_ctl.hostdata import LAYER_APT_PACKAGES
 
 __all__ = [
     "APT_REPO_MOUNT",
+    "APT_SOURCE_LINE",
     "ROOTFS_PACKAGES",
     "SUITE",
     "apt_repo_key",
@@ -45,6 +46,9 @@ ROOTFS_PACKAGES: tuple[str, ...] = (
 )
 # Where the local apt repository appears inside every test host (bind-mounted read-only).
 APT_REPO_MOUNT = "/srv/runner-ctl-apt"
+# The apt source line that points a test host at that repository (unsigned: it is built on
+# this controller from packages apt verified when it downloaded them).
+APT_SOURCE_LINE = f"deb [trusted=yes] file:{APT_REPO_MOUNT} ./"
 _FORMAT = 1  # bump when the way a rootfs or repository is prepared changes
 
 
