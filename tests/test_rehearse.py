@@ -1,8 +1,15 @@
 """`runner-ctl rehearse --json` end to end: boot, deploy, host checks, idempotent second run."""
 
+import signal
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
+
+from runner_ctl.testhost import list_hosts
+from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.host
 
@@ -34,3 +41,32 @@ def test_rehearsal_json_contract(rehearsal: dict[str, Any]) -> None:
 def test_rehearsal_reports_its_steps_on_stderr(rehearsal: dict[str, Any]) -> None:
     for step in ("booting", "first deploy", "host checks", "second deploy"):
         assert step in rehearsal["stderr"]
+
+
+def test_sigterm_during_a_rehearsal_tears_its_host_down() -> None:
+    """A cancelled CI job must not leave a test host (or its swap on the controller) behind."""
+    before = {h.name for h in list_hosts()}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner_ctl", "rehearse", "--json"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        new: set[str] = set()
+        while time.monotonic() < deadline and not new and process.poll() is None:
+            new = {h.name for h in list_hosts() if h.running()} - before
+            time.sleep(0.5)
+        assert new, "the rehearsal never booted a host"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130
+    assert "interrupted" in stderr
+    assert "Traceback" not in stderr
+    assert not new & {h.name for h in list_hosts()}

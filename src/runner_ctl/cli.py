@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
@@ -132,6 +134,8 @@ def rehearse_command(
 
     try:
         report = run()
+    except KeyboardInterrupt:  # the rehearsal has already torn its host down
+        _fail("interrupted; the test host was torn down", 130)
     except RunnerCtlError as error:
         if as_json:
             failed = RehearsalReport(failed_step="validate", error=error.message)
@@ -233,7 +237,13 @@ def _tools() -> None:
     _not_yet("tools", 4)
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (a CI job cancelled, say) unwinds like Ctrl-C, so test hosts are torn down.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except RunnerCtlError as error:  # raised outside a guarded call

@@ -159,18 +159,42 @@ def _validate_name(name: str) -> None:
 
 
 def _allocate(name: str | None) -> tuple[str, HostNetwork]:
-    """Pick a name and a free /30; the caller holds the build lock."""
+    """Pick a name and a free /30; the caller holds the build lock.
+
+    Besides this cache's hosts, whatever the machine itself shows is taken too (namespaces
+    and addresses of hosts started with another RUNNER_CTL_CACHE_DIR), so two caches on one
+    machine never collide.
+    """
     taken = {h.name: h.slot for h in list_hosts()}
+
+    def name_taken(candidate: str) -> bool:
+        return (
+            candidate in taken
+            or (_hosts_dir() / candidate).exists()
+            or Path(f"/run/netns/runner-ctl-{candidate}").exists()
+            or Path(f"/sys/class/net/rct-{candidate}").exists()
+        )
+
     if name is None:
-        name = next(f"rh{i}" for i in range(1, 10_000) if f"rh{i}" not in taken)
+        name = next(f"rh{i}" for i in range(1, 10_000) if not name_taken(f"rh{i}"))
     _validate_name(name)
-    if name in taken or (_hosts_dir() / name).exists():
+    if name_taken(name):
         raise UsageError(
             f"a test host named {name!r} exists already; pick another --name or 'runner-ctl testhost down {name}'"
         )
     used = set(taken.values())
-    slot = next(i for i in range(subnet().num_addresses // 4 + 1) if i not in used)
+    in_use = _addresses_in_use()
+    slot = next(
+        i
+        for i in range(subnet().num_addresses // 4 + 1)
+        if i not in used and (i * 4 >= subnet().num_addresses or slot_network(i, name).controller_address not in in_use)
+    )
     return name, slot_network(slot, name)
+
+
+def _addresses_in_use() -> set[str]:
+    listing = json.loads(run(["ip", "-j", "-4", "addr", "show"], what="listing the controller's addresses") or "[]")
+    return {info["local"] for link in listing for info in link.get("addr_info", []) if "local" in info}
 
 
 def boot_host(name: str | None = None) -> DisposableHost:
