@@ -13,9 +13,11 @@ from runner_ctl.testhost import get_host
 
 def _host_entry(name: str) -> tuple[str, dict[str, object]]:
     test_host = get_host(name)
+    volume = {"data_device": test_host.volume_device} if test_host.volume_device else {}
     return (
         test_host.name,
         {
+            **volume,
             "ssh_hostname": test_host.address,
             "ssh_user": "root",
             "ssh_key": test_host.ssh_key,

@@ -23,7 +23,7 @@ def _ssh(ssh_config: str, name: str, command: str) -> subprocess.CompletedProces
 
 
 def test_two_hosts_at_once_and_teardown_by_name() -> None:
-    up_a = runner_ctl("testhost", "up", "--name", "tha", "--json", timeout=900)
+    up_a = runner_ctl("testhost", "up", "--name", "tha", "--volume-mb", "64", "--json", timeout=900)
     assert up_a.returncode == 0, up_a.stderr
     try:
         up_b = runner_ctl("testhost", "up", "--name", "thb", "--json", timeout=900)
@@ -51,13 +51,21 @@ def test_two_hosts_at_once_and_teardown_by_name() -> None:
         listed = json.loads(runner_ctl("testhost", "list", "--json").stdout)
         assert {h["name"] for h in listed if h["running"]} >= {"tha", "thb"}
 
+        # Host a has a block volume, formatted ext4 as DigitalOcean formats a new volume.
         host_a = get_host("tha")
+        assert host_a.volume_device
+        volume = _ssh(a["ssh_config"], "tha", f"blkid -o value -s TYPE {host_a.volume_device}")
+        assert volume.stdout.strip() == "ext4", volume.stderr
+        assert _ssh(b["ssh_config"], "thb", f"test -e {host_a.volume_device}").returncode != 0
+
         down = runner_ctl("testhost", "down", "tha")
         assert down.returncode == 0, down.stderr
         assert not Path(host_a.directory).exists()
         assert not Path(f"/run/netns/{host_a.netns}").exists()
         assert not Path(f"/sys/class/net/{host_a.veth}").exists()
         assert not host_a.running()
+        attached = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
+        assert str(host_a.volume_image) not in attached
         # The other host is untouched.
         assert _ssh(b["ssh_config"], "thb", "true").returncode == 0
     finally:

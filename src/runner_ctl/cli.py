@@ -155,9 +155,12 @@ def rehearse_command(
 def testhost_up(
     name: Annotated[str | None, typer.Option(help="Host name. [default: the first free rhN]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"name","address","ssh_config","ssh_key"}.')] = False,
+    volume_mb: Annotated[
+        int, typer.Option(help="Attach an ext4 block volume of this many MiB (like a DigitalOcean volume).")
+    ] = 0,
 ) -> None:
     """Boot a disposable Debian 12 host and wait until it answers SSH."""
-    host = _guard(lambda: boot_host(name))
+    host = _guard(lambda: boot_host(name, volume_mb=volume_mb))
     if as_json:
         print(json.dumps(host.public()))
     else:

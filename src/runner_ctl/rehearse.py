@@ -30,6 +30,7 @@ from runner_ctl.paths import cache_dir, is_project_root
 from runner_ctl.pyinfra_run import DeployRun, run_deploy
 from runner_ctl.testhost import (
     APT_SOURCE_LINE,
+    VOLUME_DEVICE,
     DisposableHost,
     boot_host,
     check_prerequisites,
@@ -40,6 +41,8 @@ __all__ = ["HOST_DATA_FILE", "RehearsalReport", "load_settings", "rehearse", "re
 
 # Written into the test host's directory: the settings the deploy ran with, for the checks.
 HOST_DATA_FILE = "host-data.json"
+# The rehearsal host's stand-in for the production cache volume (a sparse file: little disk).
+REHEARSAL_VOLUME_MB = 512
 
 Progress = Callable[[str], None]
 
@@ -91,6 +94,8 @@ def load_settings(project_root: Path) -> HostSettings:
     """Production's group data with the test host's apt source, validated."""
     data = load_group_data(project_root / "inventories" / "group_data")
     data["apt_sources"] = [APT_SOURCE_LINE]
+    # Production hosts keep their caches on a DigitalOcean volume; so does the test host.
+    data["data_device"] = VOLUME_DEVICE
     return validate_host_data(data, available=available_layers(project_root), origin="inventories/group_data")
 
 
@@ -104,7 +109,7 @@ def rehearse(deploy: Path, *, project_root: Path, keep: bool = False, progress: 
     host: DisposableHost | None = None
     try:
         progress("booting a disposable Debian 12 test host")
-        host = boot_host()
+        host = boot_host(volume_mb=REHEARSAL_VOLUME_MB)
         report.host = host_name = host.name
         logs = cache_dir() / "rehearse" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{host.name}"
         logs.mkdir(parents=True, exist_ok=True)

@@ -144,8 +144,17 @@ def test_data_dir_owned_by_runner(host: Any, settings: HostSettings) -> None:
     assert data_dir.is_directory
     assert data_dir.user == settings.runner_user
     assert data_dir.group == settings.runner_user
+    mount = host.mount_point(settings.data_dir)
     if settings.data_device:
-        assert host.mount_point(settings.data_dir).exists
+        assert mount.exists
+        assert mount.device == settings.data_device
+        assert mount.filesystem == settings.data_fs_type
+        assert host.file("/etc/fstab").contains(f"^{settings.data_device} {settings.data_dir} {settings.data_fs_type} ")
+        # Writable by the runner: the point of the volume is the runner's caches.
+        assert host.run(f"runuser -u {settings.runner_user} -- touch {settings.data_dir}/.probe").rc == 0
+        host.run(f"rm -f {settings.data_dir}/.probe")
+    else:
+        assert not mount.exists
 
 
 def test_apt_sources_are_the_configured_ones(host: Any, settings: HostSettings) -> None:

@@ -5,6 +5,7 @@ per host; caches and host state live under ``<cache>/testhost`` (``RUNNER_CTL_CA
 """
 
 from runner_ctl.testhost._host import (
+    VOLUME_DEVICE,
     DisposableHost,
     boot_host,
     destroy_host,
@@ -21,6 +22,7 @@ __all__ = [
     "APT_SOURCE_LINE",
     "DEFAULT_SUBNET",
     "ROOTFS_PACKAGES",
+    "VOLUME_DEVICE",
     "DisposableHost",
     "boot_host",
     "check_prerequisites",

@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from runner_ctl._proc import run
@@ -34,6 +34,7 @@ from runner_ctl.testhost._network import (
 from runner_ctl.testhost._prereqs import check_prerequisites
 
 __all__ = [
+    "VOLUME_DEVICE",
     "DisposableHost",
     "boot_host",
     "destroy_host",
@@ -44,6 +45,8 @@ __all__ = [
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,10}$")
 BOOT_TIMEOUT_SECONDS = 120.0
+# Where a test host with a volume sees it: the path DigitalOcean gives a volume named ci-data.
+VOLUME_DEVICE = "/dev/disk/by-id/scsi-0DO_Volume_ci-data"
 STOP_TIMEOUT_SECONDS = 30.0
 
 
@@ -70,6 +73,8 @@ class DisposableHost:
     ssh_key: str
     known_hosts: str
     apt_repo: str
+    volume_mb: int = 0
+    volume_loop: str | None = None
     pid: int | None = None
     pid_start_time: int | None = None
 
@@ -80,6 +85,15 @@ class DisposableHost:
     @property
     def rootfs(self) -> Path:
         return Path(self.directory) / "rootfs"
+
+    @property
+    def volume_image(self) -> Path:
+        return Path(self.directory) / "volume.img"
+
+    @property
+    def volume_device(self) -> str | None:
+        """Where the host sees its volume, if it has one (named as DigitalOcean names volumes)."""
+        return VOLUME_DEVICE if self.volume_mb else None
 
     @property
     def apt_source(self) -> str:
@@ -197,10 +211,17 @@ def _addresses_in_use() -> set[str]:
     return {info["local"] for link in listing for info in link.get("addr_info", []) if "local" in info}
 
 
-def boot_host(name: str | None = None) -> DisposableHost:
-    """Boot a fresh test host and return once sshd accepts its key."""
+def boot_host(name: str | None = None, *, volume_mb: int = 0) -> DisposableHost:
+    """Boot a fresh test host and return once sshd accepts its key.
+
+    ``volume_mb`` > 0 gives the host a block device of that size with an ext4 filesystem,
+    like a DigitalOcean volume created with ``initial_filesystem_type = "ext4"``; the host
+    sees it at ``VOLUME_DEVICE``.
+    """
     if name is not None:
         _validate_name(name)
+    if not 0 <= volume_mb <= 1_048_576:
+        raise UsageError(f"--volume-mb {volume_mb} is out of range; expected 0 (none) to 1048576 MiB")
     check_prerequisites()
     base = harness_dir()
     rootfs = ensure_rootfs(base)
@@ -221,10 +242,13 @@ def boot_host(name: str | None = None) -> DisposableHost:
             ssh_key=str(directory / "id_ed25519"),
             known_hosts=str(directory / "known_hosts"),
             apt_repo=str(repo),
+            volume_mb=volume_mb,
         )
         host.save()  # from here on, 'testhost down NAME' can clean up whatever exists
     try:
         _make_rootfs_copy(host, rootfs)
+        if volume_mb:
+            host = _attach_volume(host)
         create_network(net)
         host = _start(host)
         _wait_for_ssh(host)
@@ -278,6 +302,28 @@ def _make_rootfs_copy(host: DisposableHost, rootfs: Path) -> None:
     )
 
 
+def _attach_volume(host: DisposableHost) -> DisposableHost:
+    """A sparse ext4 image on a loop device: the host's stand-in for a cloud block volume."""
+    image = host.volume_image
+    with image.open("wb") as handle:
+        handle.truncate(host.volume_mb * 1024 * 1024)
+    run(["mkfs.ext4", "-q", "-L", "ci-data", image], what="formatting the test host's volume")
+    loop = run(["losetup", "--find", "--show", image], what="attaching the test host's volume").strip()
+    attached = replace(host, volume_loop=loop)
+    attached.save()
+    return attached
+
+
+def _detach_volume(host: DisposableHost) -> None:
+    if not host.volume_loop:
+        return
+    # Only detach the loop device if it still backs this host's image (never someone else's).
+    backing = Path(f"/sys/block/{Path(host.volume_loop).name}/loop/backing_file")
+    with contextlib.suppress(OSError):
+        if Path(backing.read_text().strip()) == host.volume_image:
+            run(["losetup", "-d", host.volume_loop], what="detaching the test host's volume")
+
+
 def _start(host: DisposableHost) -> DisposableHost:
     console = (Path(host.directory) / "console.log").open("wb")
     env = dict(os.environ)
@@ -298,6 +344,7 @@ def _start(host: DisposableHost) -> DisposableHost:
             "--capability=CAP_NET_ADMIN,CAP_SYS_RESOURCE",
             "--system-call-filter=swapon swapoff",
             f"--bind-ro={host.apt_repo}:{APT_REPO_MOUNT}",
+            *([f"--bind={host.volume_loop}:{VOLUME_DEVICE}"] if host.volume_loop else []),
             "--console=read-only",
         ],
         stdin=subprocess.DEVNULL,
@@ -308,7 +355,7 @@ def _start(host: DisposableHost) -> DisposableHost:
     )
     console.close()
     _CHILDREN[process.pid] = process
-    started = DisposableHost(**{**asdict(host), "pid": process.pid, "pid_start_time": _start_time(process.pid)})
+    started = replace(host, pid=process.pid, pid_start_time=_start_time(process.pid))
     started.save()
     return started
 
@@ -399,6 +446,7 @@ def destroy_host(name: str) -> None:
     if host.running():
         raise RunnerCtlError(f"test host {name} (pid {host.pid}) did not stop; nothing was removed")
     _release_swap(host)
+    _detach_volume(host)
     destroy_network(host.network)
     directory = Path(host.directory)
     mounts = _mounted_below(directory)
