@@ -87,7 +87,8 @@ def test_testhost_names_missing_tools(tmp_path: Path) -> None:
         (["testhost", "down", "ghost"], "no test host named 'ghost'"),
         (["testhost", "ssh", "ghost"], "no test host named 'ghost'"),
         (["testhost", "up", "--name", "Bad_Name"], "test host name 'Bad_Name' is invalid"),
-        (["deploy"], "not built yet"),
+        (["deploy"], "--env and --commit are required"),
+        (["deploy", "--env", "prod", "--commit", "abc"], "no deploy lock token"),
         (["latency"], "not built yet"),
     ],
 )

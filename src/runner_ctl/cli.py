@@ -1,20 +1,29 @@
 """The ``runner-ctl`` command line: parses, calls the library, renders. Nothing else."""
 
+import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from runner_ctl import __version__
-from runner_ctl.errors import RunnerCtlError
+from runner_ctl.deploy import DeployOptions, DeployResult, run_deploy
+from runner_ctl.errors import ConfigError, RunnerCtlError, UsageError
+from runner_ctl.lock.client import LockClient
+from runner_ctl.lock.serve import DEFAULT_LISTEN, DEFAULT_PORT, serve
+from runner_ctl.lock.tokens import read_client_secret
+from runner_ctl.lock.tunnel import ssh_tunnel
 from runner_ctl.paths import find_project_root
 from runner_ctl.rehearse import RehearsalReport, rehearse
 from runner_ctl.testhost import boot_host, destroy_host, get_host, list_hosts
@@ -32,8 +41,30 @@ testhost_app = typer.Typer(
     help="Disposable local Debian 12 hosts (systemd-nspawn) for rehearsals and tests.",
     no_args_is_help=True,
 )
-deploy_app = typer.Typer(help="Serialized deploys per environment (issue #3).")
-lock_app = typer.Typer(help="The deploy lock service (issue #3).")
+
+
+class _DeployGroup(TyperGroup):
+    """`deploy [OPTIONS] -- COMMAND...` runs a deploy; `deploy history` is a subcommand.
+
+    Everything after `--` is the deploy command, kept out of click's parsing so that its
+    first word is never taken for a subcommand name.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer vendors click: its Context is private
+        if "--" in args and not (args and args[0] in self.commands):
+            split = args.index("--")
+            ctx.meta["runner_ctl.command"] = args[split + 1 :]
+            args = args[:split]
+        return super().parse_args(ctx, args)
+
+
+deploy_app = typer.Typer(
+    cls=_DeployGroup,
+    help="Serialized deploys per environment: runner-ctl deploy --env ENV --commit SHA -- COMMAND [ARGS...]",
+)
+lock_app = typer.Typer(
+    help="The deploy lock service: serve it, see its state, break a stuck lock.", no_args_is_help=True
+)
 latency_app = typer.Typer(help="CI queue time and wall-clock latency (issue #5).")
 runners_app = typer.Typer(help="CI runner registration on the runner host.")
 tools_app = typer.Typer(help="Pinned tools in multitool.lock.json (issue #4).")
@@ -215,14 +246,186 @@ def testhost_down(
 # ---- groups that later issues fill ---------------------------------------------------------
 
 
-@deploy_app.callback(invoke_without_command=True)
-def _deploy() -> None:
-    _not_yet("deploy", 3)
+DEPLOY_EPILOG = (
+    "Exit codes: 0 succeeded, skipped_stale or superseded; the command's own code when it failed; "
+    "2 usage or configuration error; 3 refused; 4 timeout; 5 lease_lost; 6 service unreachable; "
+    "130 withdrawn or cancelled by a signal."
+)
 
 
-@lock_app.callback(invoke_without_command=True)
-def _lock() -> None:
-    _not_yet("lock", 3)
+def _lock_access(lock_url: str | None, token_file: Path | None) -> tuple[str, str]:
+    url = lock_url or os.environ.get("RUNNER_CTL_LOCK_URL") or f"http://{DEFAULT_LISTEN}"
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"lock URL {url!r} is invalid; expected http://HOST:PORT (e.g. http://{DEFAULT_LISTEN})")
+    secret = read_client_secret(token_file) if token_file else os.environ.get("RUNNER_CTL_LOCK_TOKEN", "")
+    if not secret:
+        raise ConfigError("no deploy lock token: set RUNNER_CTL_LOCK_TOKEN or pass --token-file PATH")
+    return url, secret
+
+
+def _retry_seconds() -> float:
+    text = os.environ.get("RUNNER_CTL_LOCK_RETRY_SECONDS", "30")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise ConfigError(f"RUNNER_CTL_LOCK_RETRY_SECONDS={text!r} is invalid; expected seconds from 0 to 3600")
+    return value
+
+
+@contextlib.contextmanager
+def _client(lock_url: str | None, token_file: Path | None, via_ssh: str | None = None) -> Iterator[LockClient]:
+    url, secret = _lock_access(lock_url, token_file)
+    with contextlib.ExitStack() as stack:
+        if via_ssh:
+            remote = httpx.URL(url)
+            port = stack.enter_context(ssh_tunnel(via_ssh, remote.host, remote.port or DEFAULT_PORT))
+            url = f"http://127.0.0.1:{port}"
+        client = LockClient(url, secret, retry_seconds=_retry_seconds())
+        stack.callback(client.close)
+        yield client
+
+
+LockUrl = Annotated[str | None, typer.Option(help="Lock service URL. [env: RUNNER_CTL_LOCK_URL]")]
+TokenFile = Annotated[Path | None, typer.Option(help="File holding the token. [default: $RUNNER_CTL_LOCK_TOKEN]")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@deploy_app.callback(invoke_without_command=True, epilog=DEPLOY_EPILOG)
+def deploy_command(
+    ctx: typer.Context,
+    env: Annotated[str | None, typer.Option(help="Environment to deploy to (e.g. production).")] = None,
+    commit: Annotated[str | None, typer.Option(help="Commit to deploy (must resolve in --repo-dir).")] = None,
+    repo_dir: Annotated[Path, typer.Option(help="Git checkout for the stale guard.")] = Path(),
+    queue_policy: Annotated[
+        str, typer.Option(help="latest: skip a commit a newer queued one supersedes; all: deploy each.")
+    ] = "latest",
+    lease_ttl: Annotated[float, typer.Option(help="Lease seconds; renewed every TTL/3.")] = 30.0,
+    wait_timeout: Annotated[float | None, typer.Option(help="Give up waiting after this many seconds.")] = None,
+    allow_rollback: Annotated[
+        bool, typer.Option("--allow-rollback", help="Deploy a commit that diverged from the deployed one.")
+    ] = False,
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="End stdout with one JSON line: the result.")] = False,
+    via_ssh: Annotated[
+        str | None, typer.Option(help="Reach the lock service on this SSH host through a tunnel.")
+    ] = None,
+    lock_url: LockUrl = None,
+    token_file: TokenFile = None,
+) -> None:
+    """Deploy COMMIT to ENV: wait for the environment's lock, skip stale commits, run COMMAND, record."""
+    if ctx.invoked_subcommand is not None:
+        return
+    command = list(ctx.meta.get("runner_ctl.command", [])) + list(ctx.args)
+    if env is None or commit is None:
+        _fail("--env and --commit are required: runner-ctl deploy --env ENV --commit SHA -- COMMAND [ARGS...]", 2)
+
+    def progress(message: str) -> None:
+        stderr.print(f"[dim]runner-ctl deploy:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+
+    def go() -> DeployResult:
+        options = DeployOptions(
+            env=env, commit=commit, command=command, repo_dir=repo_dir.absolute(), queue_policy=queue_policy,
+            lease_ttl=lease_ttl, wait_timeout=wait_timeout, allow_rollback=allow_rollback, reason=reason,
+        )  # fmt: skip
+        with _client(lock_url, token_file, via_ssh) as client:
+            return run_deploy(options, client, progress)
+
+    result = _guard(go)
+    stderr.print(f"runner-ctl deploy: {result.env} {result.commit[:12]}: {result.status}", markup=False)
+    if as_json:
+        print(json.dumps(result.to_json()))
+    raise typer.Exit(result.exit_code)
+
+
+@deploy_app.command("history")
+def deploy_history(
+    env: Annotated[str, typer.Option(help="Environment.")],
+    limit: Annotated[int, typer.Option(help="Most recent N records (1-1000).")] = 50,
+    as_json: JsonFlag = False,
+    lock_url: LockUrl = None,
+    token_file: TokenFile = None,
+) -> None:
+    """The audit trail of an environment: who deployed what, when, and how it ended."""
+    if not 1 <= limit <= 1000:
+        _fail(f"--limit {limit} is out of range; expected 1 to 1000", 2)
+
+    def fetch() -> Any:
+        with _client(lock_url, token_file) as client:
+            return client.history(env, limit)
+
+    records = _guard(fetch)
+    if as_json:
+        print(json.dumps(records))
+        return
+    table = Table(show_header=True, header_style="bold")
+    for column in ("time (UTC)", "request", "actor", "event", "commit", "detail"):
+        table.add_column(column)
+    for r in records:
+        when = datetime.fromtimestamp(r["at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(when, str(r["request_id"] or ""), r["actor"], r["event"], (r["commit"] or "")[:12], r["detail"])
+    Console(highlight=False).print(table)
+
+
+@lock_app.command("serve")
+def lock_serve(
+    db: Annotated[Path, typer.Option(help="SQLite database file (created if missing).")],
+    token_file: Annotated[Path, typer.Option(help="name:secret[:admin] lines; must not be group/world writable.")],
+    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = DEFAULT_LISTEN,
+) -> None:
+    """Run the deploy lock service (HTTP JSON API under /v1, /healthz, /metrics, /openapi.json)."""
+    _guard(lambda: serve(db=db, listen=listen, token_file=token_file))
+
+
+@lock_app.command("status")
+def lock_status(
+    env: Annotated[str | None, typer.Option(help="Only this environment.")] = None,
+    as_json: JsonFlag = False,
+    lock_url: LockUrl = None,
+    token_file: TokenFile = None,
+) -> None:
+    """Holder, queue and last deployed commit per environment."""
+
+    def fetch() -> Any:
+        with _client(lock_url, token_file) as client:
+            return client.status(env)
+
+    found = _guard(fetch)
+    envs = [found] if env else found
+    if as_json:
+        print(json.dumps(found))
+        return
+    table = Table(show_header=True, header_style="bold")
+    for column in ("env", "last deployed", "holder", "lease expires (UTC)", "queued"):
+        table.add_column(column)
+    for e in envs:
+        holder = e["holder"]
+        expires = (
+            datetime.fromtimestamp(holder["lease_expires_at"], UTC).strftime("%H:%M:%S")
+            if holder and holder["lease_expires_at"]
+            else ""
+        )
+        who = f"{holder['commit'][:12]} by {holder['actor']}" if holder else ""
+        table.add_row(e["env"], (e["last_commit"] or "")[:12], who, expires, str(len(e["queue"])))
+    Console(highlight=False).print(table)
+
+
+@lock_app.command("release")
+def lock_release(
+    env: Annotated[str, typer.Option(help="Environment whose lock to break.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
+    lock_url: LockUrl = None,
+    token_file: TokenFile = None,
+) -> None:
+    """Break a stuck lock (admin token only; audited). The next queued deploy proceeds."""
+
+    def act() -> Any:
+        with _client(lock_url, token_file) as client:
+            return client.release(env, reason)
+
+    released = _guard(act)["released"]
+    print(f"{env}: released request {released['id']}" if released else f"{env}: nothing was held")
 
 
 @latency_app.callback(invoke_without_command=True)

@@ -1,0 +1,386 @@
+"""The deploy lock service: the store behind an HTTP JSON API (FastAPI, one event loop).
+
+Waiters long-poll ``POST /v1/requests/{id}/wait``; a release grants the next request in
+the same event-loop turn and wakes its waiter, so handoff takes milliseconds with no
+client sleeping in a loop. A background task expires leases at the moment they run out.
+"""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from runner_ctl import __version__
+from runner_ctl.lock.states import ENV_PATTERN, Outcome, RequestState
+from runner_ctl.lock.store import LeaseLostError, LockStore, NotFoundError
+from runner_ctl.lock.store import Request as LockRequest
+from runner_ctl.lock.tokens import Token, TokenTable
+
+__all__ = ["MAX_BODY_BYTES", "MAX_WAIT_SECONDS", "create_app"]
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_WAIT_SECONDS = 60.0
+EnvName = Annotated[str, Path(pattern=ENV_PATTERN.pattern, description="environment name")]
+RequestId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+class EnqueueBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    commit: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$", description="full commit id")
+    reason: str = Field("", max_length=500)
+    queue_policy: Literal["latest", "all"] = "latest"
+    lease_ttl: float = Field(30.0, ge=3.0, le=3600.0)
+
+
+class HeartbeatBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fencing_token: int | None = Field(None, ge=1)
+
+
+class FinishBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fencing_token: int = Field(ge=1)
+    outcome: Literal["succeeded", "failed", "skipped_stale", "superseded", "refused", "cancelled"]
+    exit_code: int | None = Field(None, ge=-255, le=255)
+    rollback: bool = False
+    detail: str = Field("", max_length=2000)
+
+
+class WithdrawBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: Literal["withdrawn", "timeout"] = "withdrawn"
+
+
+class ReleaseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.queue_depth = Gauge(
+            "runner_ctl_lock_queue_depth", "Requests waiting per environment", ["env"], registry=self.registry
+        )
+        self.wait_seconds = Histogram(
+            "runner_ctl_lock_wait_seconds",
+            "Seconds from enqueue to grant",
+            buckets=(0.1, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=self.registry,
+        )
+        self.deploy_seconds = Histogram(
+            "runner_ctl_lock_deploy_duration_seconds",
+            "Seconds from grant to outcome",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+            registry=self.registry,
+        )
+        self.outcomes = Counter(
+            "runner_ctl_lock_outcomes", "Requests ended, by outcome", ["status"], registry=self.registry
+        )
+        self.lease_expiries = Counter("runner_ctl_lock_lease_expiries", "Leases that ran out", registry=self.registry)
+
+
+class _Coordinator:
+    """Grants and wake-ups. Runs on the event loop only, so store calls never interleave."""
+
+    def __init__(self, store: LockStore, metrics: _Metrics) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.changed: dict[int, asyncio.Event] = {}
+        self.lease_changed = asyncio.Event()
+
+    def event_for(self, request_id: int) -> asyncio.Event:
+        return self.changed.setdefault(request_id, asyncio.Event())
+
+    def wake(self, request_id: int) -> None:
+        event = self.changed.pop(request_id, None)
+        if event is not None:
+            event.set()
+
+    def ended(self, request: LockRequest) -> None:
+        if request.outcome is not None:
+            self.metrics.outcomes.labels(status=str(request.outcome)).inc()
+            if request.outcome == Outcome.EXPIRED:
+                self.metrics.lease_expiries.inc()
+            if request.granted_at is not None and request.finished_at is not None:
+                self.metrics.deploy_seconds.observe(max(0.0, request.finished_at - request.granted_at))
+        self.wake(request.id)
+        self.dispatch(request.env)
+
+    def dispatch(self, env: str) -> None:
+        granted = self.store.grant_next(env)
+        if granted is not None:
+            if granted.granted_at is not None:
+                self.metrics.wait_seconds.observe(max(0.0, granted.granted_at - granted.created_at))
+            self.wake(granted.id)
+        self.lease_changed.set()
+        self.refresh_depth(env)
+
+    def refresh_depth(self, env: str) -> None:
+        statuses = self.store.status(env)
+        self.metrics.queue_depth.labels(env=env).set(len(statuses[0].queue) if statuses else 0)
+
+    def expire_due(self) -> None:
+        for request in self.store.expire_due():
+            self.ended(request)
+
+    async def expiry_loop(self) -> None:
+        """Expire leases as they run out (bounded sleeps; woken early when leases change)."""
+        while True:
+            self.expire_due()
+            soonest = self.store.next_lease_expiry()
+            delay = 1.0 if soonest is None else min(1.0, max(0.005, soonest - time.time() + 0.001))
+            self.lease_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.lease_changed.wait(), timeout=delay)
+
+
+def _error(status: int, error: str, detail: str = "") -> JSONResponse:
+    body: dict[str, str] = {"error": error}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(status_code=status, content=body)
+
+
+class _BodyLimit:
+    """Refuse request bodies over MAX_BODY_BYTES with 413, declared or streamed."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            await _error(413, "body_too_large", f"at most {MAX_BODY_BYTES} bytes")(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> MutableMapping[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                raise _TooLargeError
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLargeError:
+            await _error(413, "body_too_large", f"at most {MAX_BODY_BYTES} bytes")(scope, receive, send)
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+def create_app(store: LockStore, tokens: TokenTable) -> Any:
+    """The ASGI application. ``store`` must be fresh from a (re)start: leases get extended."""
+    metrics = _Metrics()
+    state: dict[str, _Coordinator] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        coordinator = _Coordinator(store, metrics)
+        state["c"] = coordinator
+        # A restart must not cost a live holder its lock, nor a waiter its place.
+        store.extend_leases_after_restart()
+        for env in store.active_envs():
+            coordinator.dispatch(env)
+        for status in store.status():
+            coordinator.refresh_depth(status.env)
+        task = asyncio.create_task(coordinator.expiry_loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="runner-ctl deploy lock",
+        version=__version__,
+        description="Serialized deploys per environment: FIFO queues, leases, fencing tokens, audit.",
+        lifespan=lifespan,
+    )
+
+    def coordinator() -> _Coordinator:
+        return state["c"]
+
+    async def caller(request: Request) -> Token:
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        token = tokens.authenticate(secret.strip()) if scheme.lower() == "bearer" and secret else None
+        if token is None:
+            raise HTTPException(status_code=401)
+        return token
+
+    Caller = Annotated[Token, Depends(caller)]  # noqa: N806 - a type alias, named as types are
+
+    def own(request_id: int, token: Token) -> LockRequest:
+        try:
+            found = store.get(request_id)
+        except NotFoundError:
+            raise HTTPException(status_code=404, detail=f"no deploy request {request_id}") from None
+        if found.actor != token.name and not token.admin:
+            raise HTTPException(status_code=403, detail=f"deploy request {request_id} belongs to {found.actor}")
+        return found
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        names = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "lease_lost"}
+        detail = "" if exc.status_code == 401 else str(exc.detail or "")
+        return _error(exc.status_code, names.get(exc.status_code, "error"), detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "version": __version__}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/envs/{env}/requests", status_code=201)
+    async def enqueue(env: EnvName, body: EnqueueBody, token: Caller) -> dict[str, Any]:
+        created = store.enqueue(
+            env=env,
+            commit=body.commit,
+            actor=token.name,
+            reason=body.reason,
+            queue_policy=body.queue_policy,
+            lease_ttl=body.lease_ttl,
+        )
+        coordinator().dispatch(env)
+        return store.as_dict(store.get(created.id))
+
+    @app.get("/v1/requests/{request_id}")
+    async def show(request_id: RequestId, token: Caller) -> dict[str, Any]:
+        return store.as_dict(own(request_id, token))
+
+    @app.post("/v1/requests/{request_id}/wait")
+    async def wait(
+        request_id: RequestId,
+        token: Caller,
+        timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 25.0,
+    ) -> dict[str, Any]:
+        """Long-poll until the request is granted or over, or ``timeout`` passes; keeps a waiter's place."""
+        found = own(request_id, token)
+        if found.state == RequestState.QUEUED:
+            try:
+                found = store.touch(request_id)
+            except LeaseLostError:
+                coordinator().ended(store.get(request_id))
+                return store.as_dict(store.get(request_id))
+            event = coordinator().event_for(request_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=timeout)
+        return store.as_dict(store.get(request_id))
+
+    @app.post("/v1/requests/{request_id}/heartbeat")
+    async def heartbeat(request_id: RequestId, body: HeartbeatBody, token: Caller) -> dict[str, Any]:
+        own(request_id, token)
+        try:
+            renewed = store.touch(request_id, body.fencing_token)
+        except LeaseLostError as error:
+            coordinator().ended(store.get(request_id))
+            raise HTTPException(status_code=409, detail=str(error)) from None
+        coordinator().lease_changed.set()
+        return store.as_dict(renewed)
+
+    @app.post("/v1/requests/{request_id}/finish")
+    async def finish(request_id: RequestId, body: FinishBody, token: Caller) -> dict[str, Any]:
+        own(request_id, token)
+        try:
+            done = store.finish(
+                request_id,
+                fencing_token=body.fencing_token,
+                outcome=Outcome(body.outcome),
+                actor=token.name,
+                exit_code=body.exit_code,
+                rollback=body.rollback,
+                detail=body.detail,
+            )
+        except LeaseLostError as error:
+            coordinator().ended(store.get(request_id))
+            raise HTTPException(status_code=409, detail=str(error)) from None
+        coordinator().ended(done)
+        return store.as_dict(done)
+
+    @app.post("/v1/requests/{request_id}/withdraw")
+    async def withdraw(request_id: RequestId, body: WithdrawBody, token: Caller) -> dict[str, Any]:
+        own(request_id, token)
+        left = store.withdraw(request_id, actor=token.name, outcome=Outcome(body.outcome))
+        coordinator().ended(left)
+        return store.as_dict(left)
+
+    def env_status(env: str | None) -> list[dict[str, Any]]:
+        return [
+            {
+                "env": status.env,
+                "last_commit": status.last_commit,
+                "fencing_counter": status.fencing_counter,
+                "holder": store.as_dict(status.holder) if status.holder else None,
+                "queue": [store.as_dict(r) for r in status.queue],
+            }
+            for status in store.status(env)
+        ]
+
+    @app.get("/v1/envs")
+    async def all_envs(token: Caller) -> list[dict[str, Any]]:
+        return env_status(None)
+
+    @app.get("/v1/envs/{env}")
+    async def one_env(env: EnvName, token: Caller) -> dict[str, Any]:
+        found = env_status(env)
+        if not found:
+            raise HTTPException(status_code=404, detail=f"no deploys recorded for environment {env}")
+        return found[0]
+
+    @app.get("/v1/envs/{env}/history")
+    async def history(
+        env: EnvName, token: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": r.id,
+                "at": r.at,
+                "env": r.env,
+                "request_id": r.request_id,
+                "actor": r.actor,
+                "event": r.event,
+                "commit": r.commit,
+                "detail": r.detail,
+            }
+            for r in store.history(env, limit)
+        ]
+
+    @app.post("/v1/envs/{env}/release")
+    async def release(env: EnvName, body: ReleaseBody, token: Caller) -> dict[str, Any]:
+        if not token.admin:
+            raise HTTPException(status_code=403, detail="releasing a lock needs an admin token")
+        released = store.admin_release(env, actor=token.name, reason=body.reason)
+        if released is not None:
+            coordinator().ended(released)
+        return {"env": env, "released": store.as_dict(released) if released else None}
+
+    return _BodyLimit(app)

@@ -1,0 +1,130 @@
+"""A real lock service process on loopback and real git repositories, for the deploy tests."""
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class LockService:
+    directory: Path
+    port: int
+    ci_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    admin_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def db(self) -> Path:
+        return self.directory / "lock.db"
+
+    @property
+    def token_file(self) -> Path:
+        return self.directory / "tokens"
+
+    def start(self) -> None:
+        if not self.token_file.exists():
+            self.token_file.write_text(f"ci:{self.ci_secret}\nops:{self.admin_secret}:admin\n")
+            self.token_file.chmod(0o600)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runner_ctl", "lock", "serve", "--db", str(self.db),
+             "--token-file", str(self.token_file), "--listen", f"127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.process.poll() is None, "the lock service exited at start"
+            time.sleep(0.05)
+        raise AssertionError("the lock service did not answer /healthz within 30 s")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+    def env(self, secret: str | None = None) -> dict[str, str]:
+        return {
+            **os.environ,
+            "RUNNER_CTL_LOCK_URL": self.url,
+            "RUNNER_CTL_LOCK_TOKEN": secret or self.ci_secret,
+            "RUNNER_CTL_LOCK_RETRY_SECONDS": "20",
+        }
+
+    def api(self, secret: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {secret or self.ci_secret}"}, timeout=10
+        )
+
+
+@pytest.fixture
+def lock_service(tmp_path: Path) -> Iterator[LockService]:
+    service = LockService(tmp_path / "lockd", free_port())
+    service.directory.mkdir()
+    service.start()
+    try:
+        yield service
+    finally:
+        service.kill(signal.SIGTERM)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+
+
+@dataclass
+class History:
+    """origin (bare) with main = c1 -> c2 -> c3 -> c4 and a branch `side` = c1 -> s1."""
+
+    origin: Path
+    clone: Path
+    commits: dict[str, str]
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> History:
+    work = tmp_path / "work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    git(work, "config", "user.email", "t@example.invalid")
+    git(work, "config", "user.name", "t")
+    commits = {}
+    for name in ("c1", "c2", "c3", "c4"):
+        git(work, "commit", "-q", "--allow-empty", "-m", name)
+        commits[name] = git(work, "rev-parse", "HEAD")
+    git(work, "branch", "side", commits["c1"])
+    git(work, "checkout", "-q", "side")
+    git(work, "commit", "-q", "--allow-empty", "-m", "s1")
+    commits["s1"] = git(work, "rev-parse", "HEAD")
+    git(work, "checkout", "-q", "main")  # the origin's HEAD, hence every clone's, is main
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(origin)], check=True, timeout=60)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", f"file://{origin}", str(clone)], check=True, timeout=60)
+    return History(origin, clone, commits)
