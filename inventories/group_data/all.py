@@ -8,7 +8,7 @@ change them here (all hosts) or per host in an inventory.
 
 # Layers deploys/runner_host.py applies, in this order: base, bazel, buildbuddy,
 # github_runner, gitlab_runner, deploy_lock. A layer's name is its file stem in deploys/.
-layers = ["base"]
+layers = ["base", "deploy_lock"]
 
 # ---- base layer (deploys/base.py) -------------------------------------------------------
 # apt sources written to /etc/apt/sources.list. `runner-ctl rehearse` replaces them with the
@@ -58,3 +58,17 @@ data_fs_type = "ext4"
 
 # Install Debian security updates automatically (unattended-upgrades).
 unattended_upgrades = True
+
+# ---- deploy lock layer (deploys/deploy_lock.py) -------------------------------------------
+# Where runner-ctl-lockd listens: loopback only. CI jobs on the host use it directly;
+# operators use `runner-ctl deploy --via-ssh HOST`.
+deploy_lock_listen = "127.0.0.1:7465"
+# API tokens. Secrets are references, resolved on the operator's machine when deploying:
+# env:NAME, file:PATH, cmd:COMMAND (e.g. "cmd:pass show ci/lock"), or generated:NAME (a random
+# secret kept in ~/.config/runner-ctl/secrets/NAME). An admin token may break a stuck lock.
+deploy_lock_tokens = [
+    {"name": "ci", "secret": "generated:lock-ci", "admin": False},
+    {"name": "ops", "secret": "generated:lock-ops", "admin": True},
+]
+# The token CI jobs on the host use: /etc/runner-ctl/lock-client.token, readable by runner_user.
+deploy_lock_ci_token = "ci"

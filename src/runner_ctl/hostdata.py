@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runner_ctl.errors import ConfigError
 
@@ -21,7 +21,9 @@ __all__ = [
     "LAYER_APT_PACKAGES",
     "LAYER_ORDER",
     "BaseLayerSettings",
+    "DeployLockSettings",
     "HostSettings",
+    "LockToken",
     "available_layers",
     "load_group_data",
     "validate_host_data",
@@ -42,6 +44,8 @@ LAYER_ORDER: tuple[str, ...] = (
 # union of these, so a layer that installs a package not listed here fails its rehearsal.
 LAYER_APT_PACKAGES: dict[str, tuple[str, ...]] = {
     "base": ("nftables", "openssh-server", "systemd-timesyncd", "unattended-upgrades"),
+    # git: CI jobs' deploys answer the stale guard's ancestry questions on the host.
+    "deploy_lock": ("git", "python3", "python3-venv"),
 }
 
 _SYSCTL_KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")
@@ -64,6 +68,11 @@ EXPECTED_FORM: dict[str, str] = {
     "data_device": "None, or an absolute device path (e.g. '/dev/disk/by-id/scsi-0DO_Volume_ci')",
     "data_fs_type": "'ext4' or 'xfs'",
     "unattended_upgrades": "True or False",
+    "deploy_lock_listen": "a loopback HOST:PORT (e.g. '127.0.0.1:7465'); operators reach it through SSH",
+    "deploy_lock_tokens": (
+        "a list of {'name': ..., 'secret': 'env:NAME|file:PATH|cmd:COMMAND|generated:NAME', 'admin': bool}"
+    ),
+    "deploy_lock_ci_token": "the name of one of deploy_lock_tokens (e.g. 'ci')",
 }
 
 
@@ -174,13 +183,71 @@ class BaseLayerSettings(BaseModel):
         return [c for c in self.sshd_allow_cidrs if ipaddress.ip_network(c).version == 6]
 
 
-class HostSettings(BaseLayerSettings):
+class LockToken(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+    secret: str = Field(pattern=r"^(env|file|cmd|generated):.+$")
+    admin: bool = False
+
+
+class DeployLockSettings(BaseModel):
+    """Settings of the deploy lock layer (``deploys/deploy_lock.py``).
+
+    + deploy_lock_listen: where the service listens: loopback only (CI jobs on the host and
+      operators through ``--via-ssh`` reach it; nothing else should)
+    + deploy_lock_tokens: API tokens as secret references, resolved on the operator's machine
+    + deploy_lock_ci_token: the token CI jobs on the host use (readable by ``runner_user``)
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    deploy_lock_listen: str = "127.0.0.1:7465"
+    deploy_lock_tokens: tuple[LockToken, ...] = (
+        LockToken(name="ci", secret="generated:lock-ci"),  # noqa: S106 - references, not secrets
+        LockToken(name="ops", secret="generated:lock-ops", admin=True),  # noqa: S106
+    )
+    deploy_lock_ci_token: str = "ci"  # noqa: S105 - a token name
+
+    @field_validator("deploy_lock_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"not HOST:PORT: {value!r}")
+        try:
+            loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise ValueError(f"{host} is not a loopback address")
+        return value
+
+    @field_validator("deploy_lock_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            value = tuple(value)
+        if not isinstance(value, tuple) or not value:
+            raise ValueError("empty or not a list")
+        names = [t.get("name") if isinstance(t, dict) else getattr(t, "name", None) for t in value]
+        if len(set(names)) != len(names):
+            raise ValueError("a token name is used twice")
+        return value
+
+    @model_validator(mode="after")
+    def _ci_token_exists(self) -> "DeployLockSettings":
+        if self.deploy_lock_ci_token not in {t.name for t in self.deploy_lock_tokens}:
+            raise ValueError(f"deploy_lock_ci_token {self.deploy_lock_ci_token!r} names no token")
+        return self
+
+
+class HostSettings(BaseLayerSettings, DeployLockSettings):
     """Everything a runner host is configured from: the layer list plus each layer's keys.
 
     + layers: which layers ``deploys/runner_host.py`` applies, in the canonical order
     """
 
-    layers: tuple[str, ...] = ("base",)
+    layers: tuple[str, ...] = ("base", "deploy_lock")
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -195,6 +262,12 @@ class HostSettings(BaseLayerSettings):
         if "base" not in value:
             raise ValueError("'base' is required: every other layer builds on it")
         return tuple(name for name in LAYER_ORDER if name in value)
+
+
+def _key_from_message(message: str) -> str:
+    """Model-level checks name their key first in the message."""
+    words = message.removeprefix("Value error, ").split()
+    return words[0] if words and words[0] in EXPECTED_FORM else "?"
 
 
 def _describe(value: Any) -> str:
@@ -214,7 +287,7 @@ def validate_host_data(
         settings = HostSettings.model_validate(dict(data))
     except ValidationError as error:
         first = error.errors()[0]
-        key = str(first["loc"][0]) if first["loc"] else "?"
+        key = str(first["loc"][0]) if first["loc"] else _key_from_message(first["msg"])
         got = data.get(key, first.get("input"))
         form = EXPECTED_FORM.get(key, "a valid value")
         detail = first["msg"].removeprefix("Value error, ")

@@ -11,6 +11,7 @@ Steps, each named in the report when it fails:
 6. teardown  - unless kept
 """
 
+import importlib.util
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner_ctl.errors import RunnerCtlError, StepError, UsageError
+from runner_ctl.errors import PrerequisiteError, RunnerCtlError, StepError, UsageError
 from runner_ctl.hostchecks import CheckRun, run_host_checks
 from runner_ctl.hostdata import (
     HostSettings,
@@ -104,6 +105,11 @@ def rehearse(deploy: Path, *, project_root: Path, keep: bool = False, progress: 
     root, deploy_file = resolve_deploy(deploy, project_root)
     settings = load_settings(root)  # bad group data raises here, before any host exists
     check_prerequisites()
+    missing = [module for module in ("pyinfra", "testinfra") if importlib.util.find_spec(module) is None]
+    if missing:
+        raise PrerequisiteError(
+            f"rehearse needs {' and '.join(missing)}: pip install 'runner-ctl[operator]' (bin/bootstrap does)"
+        )
     report = RehearsalReport(layers=list(settings.layers))
     step = "boot"
     host: DisposableHost | None = None

@@ -1,0 +1,126 @@
+"""Deploy lock layer: runner-ctl's lock service on the runner host, and its tokens.
+
+Installs runner-ctl into ``/opt/runner-ctl/venv`` from a wheelhouse built on the operator's
+machine (the host needs no PyPI), runs ``runner-ctl lock serve`` as the hardened unit
+``runner-ctl-lockd.service`` on loopback, and writes the tokens: the service's token file
+(root:runner-ctl-lockd 0640) and the CI token (root:<runner_user> 0640) that CI jobs on the
+host pass to ``runner-ctl deploy --token-file``. Secrets come from references resolved on
+the operator's machine (see ``runner_ctl.secretrefs``).
+
+Group data keys (defaults in ``runner_ctl.hostdata.DeployLockSettings``):
+
++ deploy_lock_listen: loopback HOST:PORT of the service
++ deploy_lock_tokens: [{name, secret (a reference), admin}]
++ deploy_lock_ci_token: which token CI jobs on the host use
+"""
+
+import io
+from pathlib import Path
+
+from pyinfra.api.deploy import deploy
+from pyinfra.context import host
+from pyinfra.facts.files import FileContents
+from pyinfra.facts.server import Arch
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from runner_ctl.hostdata import LAYER_APT_PACKAGES
+from runner_ctl.layerkit import host_settings, render_template, settings_defaults
+from runner_ctl.secretrefs import resolve_secret
+from runner_ctl.wheelhouse import build_wheelhouse
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = PROJECT_ROOT / "templates" / "deploy_lock"
+PREFIX = "/opt/runner-ctl"
+VENV = f"{PREFIX}/venv"
+WHEELHOUSE = f"{PREFIX}/wheelhouse"
+INSTALLED_MARKER = f"{PREFIX}/installed-wheelhouse"
+SERVICE_USER = "runner-ctl-lockd"
+SERVICE_TOKENS = "/etc/runner-ctl/lockd.tokens"
+CLIENT_TOKEN = "/etc/runner-ctl/lock-client.token"  # noqa: S105 - a path, not a secret
+
+
+@deploy("deploy_lock", data_defaults=settings_defaults())
+def deploy_lock() -> None:
+    """Configure the deploy lock layer on the current host."""
+    settings = host_settings()
+    wheelhouse = build_wheelhouse(PROJECT_ROOT, host.get_fact(Arch))
+    apt.packages(name="Install Python and git", packages=list(LAYER_APT_PACKAGES["deploy_lock"]), no_recommends=True)
+    server.group(name=f"Group {SERVICE_USER}", group=SERVICE_USER, system=True)
+    server.user(  # noqa: S604 - pyinfra operation arguments, not a subprocess shell
+        name=f"Service user {SERVICE_USER}",
+        user=SERVICE_USER,
+        group=SERVICE_USER,
+        system=True,
+        shell="/usr/sbin/nologin",
+        home=f"/var/lib/{SERVICE_USER}",
+        ensure_home=False,
+    )
+    files.directory(name=f"{PREFIX}", path=PREFIX, mode="755")
+    files.sync(
+        name="Upload the wheelhouse", src=str(wheelhouse), dest=WHEELHOUSE, delete=True, mode="644", dir_mode="755"
+    )
+    installed = (host.get_fact(FileContents, path=INSTALLED_MARKER) or [""])[0].strip()
+    install = None
+    if installed != wheelhouse.name:
+        install = server.shell(
+            name="Install runner-ctl from the wheelhouse",
+            commands=[
+                f"test -x {VENV}/bin/python || python3 -m venv {VENV}",
+                f"{VENV}/bin/pip install --quiet --no-index --find-links {WHEELHOUSE} --force-reinstall runner-ctl",
+                f"echo {wheelhouse.name} > {INSTALLED_MARKER}",
+            ],
+        )
+    files.link(name="runner-ctl on PATH", path="/usr/local/bin/runner-ctl", target=f"{VENV}/bin/runner-ctl")
+
+    secrets = {
+        token.name: resolve_secret(token.secret, what=f"deploy_lock_tokens {token.name}")
+        for token in settings.deploy_lock_tokens
+    }
+    lines = [f"{t.name}:{secrets[t.name]}{':admin' if t.admin else ''}" for t in settings.deploy_lock_tokens]
+    files.directory(name="/etc/runner-ctl", path="/etc/runner-ctl", user="root", group="root", mode="755")
+    service_tokens = files.put(
+        name="Service token file",
+        src=io.StringIO("\n".join(lines) + "\n"),
+        dest=SERVICE_TOKENS,
+        user="root",
+        group=SERVICE_USER,
+        mode="640",
+    )
+    files.put(
+        name="CI token file",
+        src=io.StringIO(secrets[settings.deploy_lock_ci_token] + "\n"),
+        dest=CLIENT_TOKEN,
+        user="root",
+        group=settings.runner_user,
+        mode="640",
+    )
+    unit = files.put(
+        name="runner-ctl-lockd.service",
+        src=io.StringIO(
+            render_template(
+                TEMPLATES / "runner-ctl-lockd.service.j2",
+                service_user=SERVICE_USER,
+                venv=VENV,
+                listen=settings.deploy_lock_listen,
+                token_file=SERVICE_TOKENS,
+            )
+        ),
+        dest="/etc/systemd/system/runner-ctl-lockd.service",
+        mode="644",
+    )
+    changed = [op for op in (install, unit, service_tokens) if op is not None]
+    systemd.service(
+        name="Run runner-ctl-lockd",
+        service="runner-ctl-lockd.service",
+        running=True,
+        enabled=True,
+        daemon_reload=bool(unit.will_change),
+    )
+    systemd.service(
+        name="Restart runner-ctl-lockd for its new code, unit or tokens",
+        service="runner-ctl-lockd.service",
+        running=None,
+        restarted=True,
+        _if=any_changed(*changed),
+    )

@@ -1,0 +1,72 @@
+"""Host checks for the deploy lock layer (deploys/deploy_lock.py)."""
+
+from typing import Any
+
+import pytest
+
+from runner_ctl.hostdata import HostSettings
+
+pytestmark = pytest.mark.host
+
+SERVICE = "runner-ctl-lockd"
+
+
+def test_service_runs_hardened_on_loopback(host: Any, settings: HostSettings) -> None:
+    service = host.service(SERVICE)
+    if "deploy_lock" not in settings.layers:
+        assert not host.file(f"/etc/systemd/system/{SERVICE}.service").exists
+        return
+    assert service.is_running and service.is_enabled
+    shown = host.check_output(f"systemctl show {SERVICE} -p User -p NoNewPrivileges -p ProtectSystem")
+    assert "User=runner-ctl-lockd" in shown
+    assert "NoNewPrivileges=yes" in shown
+    assert "ProtectSystem=strict" in shown
+    port = int(settings.deploy_lock_listen.rsplit(":", 1)[1])
+    listening = host.socket(f"tcp://127.0.0.1:{port}")
+    assert listening.is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+
+
+def test_healthz_answers(host: Any, settings: HostSettings) -> None:
+    if "deploy_lock" not in settings.layers:
+        assert not host.file("/opt/runner-ctl/venv").exists
+        return
+    url = f"http://{settings.deploy_lock_listen}/healthz"
+    body = host.check_output(
+        f"/opt/runner-ctl/venv/bin/python -c \"import urllib.request as u; print(u.urlopen('{url}').read().decode())\""
+    )
+    assert '"ok":true' in body.replace(" ", "")
+
+
+def test_token_files_are_private(host: Any, settings: HostSettings) -> None:
+    if "deploy_lock" not in settings.layers:
+        assert not host.file("/etc/runner-ctl/lockd.tokens").exists
+        return
+    service_tokens = host.file("/etc/runner-ctl/lockd.tokens")
+    assert (service_tokens.user, service_tokens.group, service_tokens.mode) == ("root", SERVICE, 0o640)
+    client = host.file("/etc/runner-ctl/lock-client.token")
+    assert (client.user, client.group, client.mode) == ("root", settings.runner_user, 0o640)
+    # CI jobs can read their own token but not the service's list (which holds the admin's).
+    runner = settings.runner_user
+    assert host.run(f"runuser -u {runner} -- cat /etc/runner-ctl/lock-client.token").rc == 0
+    assert host.run(f"runuser -u {runner} -- cat /etc/runner-ctl/lockd.tokens").rc != 0
+
+
+def test_a_deploy_as_the_runner_user_succeeds(host: Any, settings: HostSettings) -> None:
+    if "deploy_lock" not in settings.layers:
+        assert not host.exists("runner-ctl")
+        return
+    runner = settings.runner_user
+    script = (
+        "set -e; d=$(mktemp -d); cd $d; git init -q .; "
+        "git -c user.email=ci@example.invalid -c user.name=ci commit -q --allow-empty -m check; "
+        "runner-ctl deploy --env host-check --commit HEAD --token-file /etc/runner-ctl/lock-client.token --json "
+        "-- sh -c 'test -n \"$RUNNER_CTL_FENCING_TOKEN\"'; rm -rf $d"
+    )
+    done = host.run(f"runuser -l {runner} -c {_quote(script)}")
+    assert done.rc == 0, done.stderr
+    assert '"status": "succeeded"' in done.stdout.splitlines()[-1]
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
