@@ -1,5 +1,6 @@
 """Host checks for the deploy lock layer (deploys/deploy_lock.py)."""
 
+import uuid
 from typing import Any
 
 import pytest
@@ -57,10 +58,12 @@ def test_a_deploy_as_the_runner_user_succeeds(host: Any, settings: HostSettings)
         assert not host.exists("runner-ctl")
         return
     runner = settings.runner_user
+    # A fresh environment each run: the checks run again on a kept host, with a new repository.
     script = (
         "set -e; d=$(mktemp -d); cd $d; git init -q .; "
         "git -c user.email=ci@example.invalid -c user.name=ci commit -q --allow-empty -m check; "
-        "runner-ctl deploy --env host-check --commit HEAD --token-file /etc/runner-ctl/lock-client.token --json "
+        f"runner-ctl deploy --env host-check-{uuid.uuid4().hex[:12]} --commit HEAD "
+        "--token-file /etc/runner-ctl/lock-client.token --json "
         "-- sh -c 'test -n \"$RUNNER_CTL_FENCING_TOKEN\"'; rm -rf $d"
     )
     done = host.run(f"runuser -l {runner} -c {_quote(script)}")

@@ -124,8 +124,7 @@ class _Coordinator:
         self.refresh_depth(env)
 
     def refresh_depth(self, env: str) -> None:
-        statuses = self.store.status(env)
-        self.metrics.queue_depth.labels(env=env).set(len(statuses[0].queue) if statuses else 0)
+        self.metrics.queue_depth.labels(env=env).set(self.store.queue_depth(env))
 
     def expire_due(self) -> None:
         for request in self.store.expire_due():
