@@ -65,12 +65,19 @@ class Hold:
     granted: float  # a response saying "granted" arrived
     finish_sent: float  # just before the finish request went out
     via_wait: bool  # granted by a long-poll (the request had been queued), not by the enqueue itself
+    # The same moments on the wall clock, next to the service's own (wall clock) stamps, split a
+    # handoff into its legs; service and benchmark run on one machine, so the clocks agree.
+    granted_wall: float
+    finish_sent_wall: float
+    service_granted_at: float
+    service_finished_at: float | None  # None when the finish was refused
 
 
 @dataclass
 class Results:
     holds: list[Hold] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
+    loop_lag: list[float] = field(default_factory=list)
 
 
 def free_port() -> int:
@@ -186,27 +193,42 @@ async def one_cycle(client: httpx.AsyncClient, env: str, hold_s: float, results:
     body = {"commit": secrets.token_hex(20), "queue_policy": "all", "lease_ttl": 30}
     request = as_object(await client.post(f"/v1/envs/{env}/requests", json=body))
     enqueued = time.monotonic()
-    granted = enqueued
+    granted, granted_wall = enqueued, time.time()
     via_wait = False
     for _ in range(MAX_WAIT_ROUNDS):
         if request["state"] != "queued":
             break
         request = as_object(await client.post(f"/v1/requests/{request['id']}/wait", params={"timeout": WAIT_TIMEOUT_S}))
-        granted = time.monotonic()
+        granted, granted_wall = time.monotonic(), time.time()
         via_wait = True
     if request["state"] != "granted":
         results.anomalies.append(f"{env} request {request['id']} ended {request['state']} ({request.get('outcome')})")
         return
     await asyncio.sleep(hold_s)
-    finish_sent = time.monotonic()
+    finish_sent, finish_sent_wall = time.monotonic(), time.time()
     finished = await client.post(
         f"/v1/requests/{request['id']}/finish",
         json={"fencing_token": request["fencing_token"], "outcome": "succeeded", "exit_code": 0},
     )
-    if finished.status_code != 200:
+    finished_at = None
+    if finished.status_code == 200:
+        finished_at = float(as_object(finished)["finished_at"])
+    else:
         results.anomalies.append(f"{env} request {request['id']}: finish answered {finished.status_code}")
     results.holds.append(
-        Hold(env, int(request["id"]), int(request["fencing_token"]), enqueued, granted, finish_sent, via_wait)
+        Hold(
+            env=env,
+            request_id=int(request["id"]),
+            fencing_token=int(request["fencing_token"]),
+            enqueued=enqueued,
+            granted=granted,
+            finish_sent=finish_sent,
+            via_wait=via_wait,
+            granted_wall=granted_wall,
+            finish_sent_wall=finish_sent_wall,
+            service_granted_at=float(request["granted_at"]),
+            service_finished_at=finished_at,
+        )
     )
 
 
@@ -221,12 +243,25 @@ async def contender(
             await one_cycle(client, env, args.hold_ms / 1000, results)
 
 
+async def watch_loop_lag(results: Results, stop: asyncio.Event) -> None:
+    """How late this process's event loop wakes a 10 ms sleep: the benchmark's own share of
+    every latency it reports, since all clients share one loop."""
+    for _ in range(MAX_ITERATIONS * 10):
+        if stop.is_set():
+            return
+        asked = time.monotonic()
+        await asyncio.sleep(0.01)
+        results.loop_lag.append(time.monotonic() - asked - 0.01)
+
+
 async def contention(service: Service, args: argparse.Namespace) -> tuple[Results, float, int]:
     """Run the clients; return what they saw, the wall time, and how many clients failed."""
     results = Results()
     tls = ssl.create_default_context()
     envs = [f"bench-{index:03d}" for index in range(args.envs)]
     started = time.monotonic()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_loop_lag(results, stop))
     tasks = [
         asyncio.create_task(contender(service, tls, envs[index % len(envs)], args, results))
         for index in range(args.clients)
@@ -235,6 +270,8 @@ async def contention(service: Service, args: argparse.Namespace) -> tuple[Result
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+    stop.set()
+    await watcher
     failed = len(pending)
     for task in done:
         if task.exception() is not None:
@@ -297,24 +334,34 @@ def check_safety(by_env: dict[str, list[Hold]]) -> Safety:
     return safety
 
 
-def handoffs(by_env: dict[str, list[Hold]]) -> tuple[list[float], int]:
-    """Seconds from a finish being sent to the next holder's wait returning granted.
+@dataclass
+class Handoffs:
+    """Seconds from a finish being sent to the next holder's wait returning granted, and its legs."""
 
-    Counted only when the next request was queued before the finish went out, so the time
-    is the service's handoff and not a client arriving late. Also returns how many token
-    gaps there were (grants no client saw), which would make "next" ambiguous.
-    """
-    latencies: list[float] = []
-    gaps = 0
+    total: list[float] = field(default_factory=list)
+    to_release: list[float] = field(default_factory=list)  # finish sent -> the service ended the hold
+    to_grant: list[float] = field(default_factory=list)  # the service ended the hold -> it granted the next
+    to_waiter: list[float] = field(default_factory=list)  # the service granted -> the waiter had the answer
+    gaps: int = 0  # token gaps (grants no client saw), which would make "next" ambiguous
+
+
+def handoffs(by_env: dict[str, list[Hold]]) -> Handoffs:
+    """Counted only when the next request was queued before the finish went out, so the time
+    is the service's handoff and not a client arriving late."""
+    found = Handoffs()
     for holds in by_env.values():
         by_token = sorted(holds, key=lambda hold: hold.fencing_token)
         for previous, following in itertools.pairwise(by_token):
             if following.fencing_token != previous.fencing_token + 1:
-                gaps += 1
+                found.gaps += 1
                 continue
             if following.via_wait and following.enqueued < previous.finish_sent:
-                latencies.append(following.granted - previous.finish_sent)
-    return latencies, gaps
+                found.total.append(following.granted - previous.finish_sent)
+                if previous.service_finished_at is not None:
+                    found.to_release.append(previous.service_finished_at - previous.finish_sent_wall)
+                    found.to_grant.append(following.service_granted_at - previous.service_finished_at)
+                    found.to_waiter.append(following.granted_wall - following.service_granted_at)
+    return found
 
 
 def service_succeeded(metrics_text: str) -> float | None:
@@ -350,8 +397,8 @@ def main() -> int:
     for hold in results.holds:
         by_env[hold.env].append(hold)
     safety = check_safety(by_env)
-    latencies, gaps = handoffs(by_env)
-    handoff_p50, handoff_p99 = percentiles(latencies)
+    handoff = handoffs(by_env)
+    handoff_p50, handoff_p99 = percentiles(handoff.total)
     solo_p50, solo_p99 = percentiles(solo)
     succeeded = service_succeeded(metrics)
 
@@ -361,7 +408,21 @@ def main() -> int:
         f"double grants: {safety.total} (overlapping holds {safety.overlaps}, fencing tokens going back "
         f"{safety.out_of_order}, duplicate tokens {safety.duplicates})"
     )
-    print(f"handoff latency ms: p50 {ms(handoff_p50)} p99 {ms(handoff_p99)} ({len(latencies)} handoffs, {gaps} gaps)")
+    print(
+        f"handoff latency ms: p50 {ms(handoff_p50)} p99 {ms(handoff_p99)} "
+        f"({len(handoff.total)} handoffs, {handoff.gaps} token gaps)"
+    )
+    legs = [
+        ("finish sent -> service ended hold", handoff.to_release),
+        ("-> service granted next", handoff.to_grant),
+        ("-> waiter got grant", handoff.to_waiter),
+    ]
+    print(
+        "handoff legs ms (p50/p99): "
+        + ", ".join(f"{name} {ms(percentiles(values)[0])}/{ms(percentiles(values)[1])}" for name, values in legs)
+    )
+    lag_p50, lag_p99 = percentiles(results.loop_lag)
+    print(f"benchmark event-loop lag ms: p50 {ms(lag_p50)} p99 {ms(lag_p99)}")
     print(f"uncontended acquire+release ms: p50 {ms(solo_p50)} p99 {ms(solo_p99)} ({len(solo)} round trips)")
     print(f"service peak RSS MB: {rss_mb:.1f}")
     # Clients and service share the machine's CPUs; busy ones inflate every latency above.
