@@ -21,16 +21,13 @@ from typing import Any
 
 import pytest
 import typer
+import yaml
 
 from runner_ctl.cli import deploy_app
 from tests.conftest import PROJECT_ROOT
 from tests.lockfixtures import History, LockService, history, lock_service
 
 __all__ = ["history", "lock_service"]  # fixtures, imported to be found
-
-# PyYAML is not among runner-ctl's own dependencies: without it these tests are skipped (and
-# say why in pytest's summary) rather than failing the whole suite at collection.
-yaml = pytest.importorskip("yaml", reason="PyYAML is not installed in this environment")
 
 EXAMPLES = PROJECT_ROOT / "examples"
 GITHUB = EXAMPLES / "github" / "deploy.yml"
@@ -236,9 +233,10 @@ class Step:
     def end(self) -> None:
         (self.history.clone / "hold").unlink(missing_ok=True)
         for process in self.started:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
+            # The whole group: the step's shell may be gone while runner-ctl, tee or deploy.sh are not.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            if process.stdout is not None and not process.stdout.closed:
                 process.communicate(timeout=30)
 
     def run(self, commit: str, allow_rollback: bool = False, **extra: str) -> "Outcome":
@@ -254,8 +252,8 @@ class Outcome:
     summary: str
 
 
-def finish(process: subprocess.Popen[str], summary: Path) -> Outcome:
-    stdout, stderr = process.communicate(timeout=300)
+def finish(process: subprocess.Popen[str], summary: Path, timeout: float = 300) -> Outcome:
+    stdout, stderr = process.communicate(timeout=timeout)
     lines = stdout.strip().splitlines()
     result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
     text = summary.read_text() if summary.exists() else ""
@@ -340,14 +338,14 @@ def test_cancelling_the_github_step_reaches_runner_ctl(step: Step, history: Hist
     wait_for(lambda: len(env_state(step.service)["queue"]) == 1, "the second deploy to queue")
 
     waiting.send_signal(signal.SIGINT)
-    withdrawn = finish(waiting, waiting_summary)
+    withdrawn = finish(waiting, waiting_summary, timeout=60)
     assert (withdrawn.code, withdrawn.result["status"]) == (130, "withdrawn"), withdrawn.stderr
     assert "### Deploy to production: withdrawn" in withdrawn.summary
 
     wait_for(lambda: (history.clone / "deploy-env.txt").exists(), "deploy.sh to start")
     time.sleep(0.3)  # let deploy.sh reach its wait loop with its trap set
     running.send_signal(signal.SIGINT)
-    cancelled = finish(running, running_summary)
+    cancelled = finish(running, running_summary, timeout=60)
     assert (cancelled.code, cancelled.result["status"]) == (130, "cancelled"), cancelled.stderr
     assert (history.clone / "got-term").read_text().strip() == "term"  # deploy.sh got SIGTERM
     state = env_state(step.service)
