@@ -389,3 +389,25 @@ def test_admin_release_breaks_a_stuck_lock(lock_service: LockService, history: H
     assert done.returncode == 0, done.stderr
     assert holder(lock_service) is None
     abandon(stuck)
+
+
+def test_an_outage_keeps_the_command_running_and_a_lost_lease_is_reported(
+    lock_service: LockService, history: History, recorder: tuple[Path, Path]
+) -> None:
+    """The service dies while a deploy runs; the command carries on. After the restart an
+    admin breaks the lock, so the holder learns its lease is gone: lease_lost, exit 5."""
+    script, log = recorder
+    gate = log.with_name("gate")
+    running = spawn(lock_service, history, history.commits["c2"],
+                    [sys.executable, str(script), str(log), f"gate:{gate}"], "--lease-ttl", "3")  # fmt: skip
+    wait_for(lambda: holder(lock_service) is not None, "the grant")
+    lock_service.kill(signal.SIGKILL)
+    time.sleep(2.5)  # heartbeats (every 1 s) fail meanwhile; the CLI must not give up the command
+    assert running.poll() is None
+    lock_service.start()
+    with lock_service.api(lock_service.admin_secret) as api:
+        assert api.post("/v1/envs/production/release", json={"reason": "test"}).status_code == 200
+    gate.touch()
+    code, result = finish(running)
+    assert (code, result["status"]) == (5, "lease_lost")
+    assert len(runs(log)) == 1  # the command ran to its end
