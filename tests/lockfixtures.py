@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,3 +128,13 @@ def history(tmp_path: Path) -> History:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", f"file://{origin}", str(clone)], check=True, timeout=60)
     return History(origin, clone, commits)
+
+
+def wait_for(predicate: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    """Poll a condition of a real process (bounded: 20 checks a second, ``seconds`` at most)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.lockfixtures import History, LockService, free_port, git, history, lock_service
+from tests.lockfixtures import History, LockService, free_port, git, history, lock_service, wait_for
 
 __all__ = ["history", "lock_service"]  # fixtures, imported to be found
 
@@ -108,15 +108,6 @@ def abandon(process: subprocess.Popen[str]) -> None:
 
 def runs(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
-def wait_for(predicate: Any, what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def queue_length(service: LockService, env: str = "production") -> int:

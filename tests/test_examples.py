@@ -14,7 +14,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import yaml
 
 from runner_ctl.cli import deploy_app
 from tests.conftest import PROJECT_ROOT
-from tests.lockfixtures import History, LockService, history, lock_service
+from tests.lockfixtures import History, LockService, history, lock_service, wait_for
 
 __all__ = ["history", "lock_service"]  # fixtures, imported to be found
 
@@ -271,15 +271,6 @@ def step(lock_service: LockService, history: History, tmp_path: Path) -> Iterato
         yield made
     finally:
         made.end()
-
-
-def wait_for(predicate: Callable[[], bool], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def env_state(service: LockService) -> dict[str, Any]:

@@ -76,6 +76,15 @@ EXPECTED_FORM: dict[str, str] = {
 }
 
 
+def _non_empty_tuple(value: Any) -> tuple[Any, ...]:
+    """Group data lists arrive as lists; the models keep tuples (they are frozen)."""
+    if isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, tuple) or not value:
+        raise ValueError("empty or not a list")
+    return value
+
+
 class BaseLayerSettings(BaseModel):
     """Settings of the base layer (``deploys/base.py``).
 
@@ -126,10 +135,7 @@ class BaseLayerSettings(BaseModel):
     @field_validator("apt_sources", mode="before")
     @classmethod
     def _apt_sources(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            value = tuple(value)
-        if not isinstance(value, tuple) or not value:
-            raise ValueError("empty or not a list")
+        value = _non_empty_tuple(value)
         for line in value:
             if not isinstance(line, str) or "\n" in line or not line.startswith(("deb ", "deb-src ")):
                 raise ValueError(f"not a one-line apt source: {line!r}")
@@ -138,10 +144,7 @@ class BaseLayerSettings(BaseModel):
     @field_validator("sshd_allow_cidrs", mode="before")
     @classmethod
     def _cidrs(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            value = tuple(value)
-        if not isinstance(value, tuple) or not value:
-            raise ValueError("empty or not a list")
+        value = _non_empty_tuple(value)
         normalised = []
         for item in value:
             if not isinstance(item, str):
@@ -225,10 +228,7 @@ class DeployLockSettings(BaseModel):
     @field_validator("deploy_lock_tokens", mode="before")
     @classmethod
     def _tokens(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            value = tuple(value)
-        if not isinstance(value, tuple) or not value:
-            raise ValueError("empty or not a list")
+        value = _non_empty_tuple(value)
         names = [t.get("name") if isinstance(t, dict) else getattr(t, "name", None) for t in value]
         if len(set(names)) != len(names):
             raise ValueError("a token name is used twice")
@@ -252,10 +252,7 @@ class HostSettings(BaseLayerSettings, DeployLockSettings):
     @field_validator("layers", mode="before")
     @classmethod
     def _layers(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            value = tuple(value)
-        if not isinstance(value, tuple) or not value:
-            raise ValueError("empty or not a list")
+        value = _non_empty_tuple(value)
         unknown = [name for name in value if name not in LAYER_ORDER]
         if unknown:
             raise ValueError(f"unknown layer {unknown[0]!r}")
