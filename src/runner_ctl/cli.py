@@ -157,7 +157,7 @@ def rehearse_command(
     def run() -> RehearsalReport:
         project_root = find_project_root()
         return rehearse(
-            deploy or project_root / "deploys" / "runner_host.py",
+            deploy,
             project_root=project_root,
             keep=keep,
             progress=progress,

@@ -78,9 +78,7 @@ class DeployResult:
 
 
 class _InterruptedError(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+    """A signal arrived while waiting for the lock."""
 
 
 def _validate(options: DeployOptions) -> None:
@@ -181,7 +179,7 @@ def run_deploy(options: DeployOptions, client: LockClient, progress: Progress) -
     started = time.monotonic()
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
-        raise _InterruptedError(signum)
+        raise _InterruptedError
 
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     request: dict[str, Any] | None = None

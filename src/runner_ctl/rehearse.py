@@ -100,7 +100,9 @@ def load_settings(project_root: Path) -> HostSettings:
     return validate_host_data(data, available=available_layers(project_root), origin="inventories/group_data")
 
 
-def rehearse(deploy: Path, *, project_root: Path, keep: bool = False, progress: Progress = print) -> RehearsalReport:
+def rehearse(
+    deploy: Path | None, *, project_root: Path, keep: bool = False, progress: Progress = print
+) -> RehearsalReport:
     """Run every step; never raises for a failing step (the report names it)."""
     root, deploy_file = resolve_deploy(deploy, project_root)
     settings = load_settings(root)  # bad group data raises here, before any host exists

@@ -9,10 +9,12 @@ rebuilds and a changed one always does.
 """
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
 import tomllib
+import uuid
 from pathlib import Path
 
 from runner_ctl.errors import RunnerCtlError
@@ -65,8 +67,9 @@ def build_wheelhouse(project_root: Path, arch: str) -> Path:
     final = cache_dir() / "wheelhouse" / source_digest(project_root, arch)
     if (final / ".complete").is_file():
         return final
-    staging = final.with_name(final.name + ".building")
-    shutil.rmtree(staging, ignore_errors=True)
+    # A staging directory per build: pyinfra prepares hosts in parallel (greenlets), so two
+    # hosts of one deploy may build the same wheelhouse at once; the first rename wins.
+    staging = final.with_name(f"{final.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
     _pip("wheel", "--no-deps", "--wheel-dir", str(staging), str(project_root), what="building the runner-ctl wheel")
     platform_args = [arg for tag in PLATFORMS[arch] for arg in ("--platform", tag)]
@@ -77,6 +80,8 @@ def build_wheelhouse(project_root: Path, arch: str) -> Path:
         what="downloading runner-ctl's requirements for the host",
     )  # fmt: skip
     (staging / ".complete").write_text("")
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
+    try:
+        staging.rename(final)
+    except OSError:  # another build finished first; its wheels are the same
+        shutil.rmtree(staging, ignore_errors=True)
     return final

@@ -133,8 +133,10 @@ class _Coordinator:
     async def expiry_loop(self) -> None:
         """Expire leases as they run out (bounded sleeps; woken early when leases change)."""
         while True:
-            self.expire_due()
             soonest = self.store.next_lease_expiry()
+            if soonest is not None and soonest < time.time():
+                self.expire_due()
+                soonest = self.store.next_lease_expiry()
             delay = 1.0 if soonest is None else min(1.0, max(0.005, soonest - time.time() + 0.001))
             self.lease_changed.clear()
             with contextlib.suppress(TimeoutError):
