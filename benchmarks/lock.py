@@ -1,6 +1,7 @@
 """Load the deploy lock service: mutual exclusion under contention, handoff latency, memory.
 
-    .venv/bin/python benchmarks/lock.py [--clients 200] [--envs 20] [--seconds 20] [--hold-ms 5]
+    .venv/bin/python benchmarks/lock.py [--clients 200] [--envs 20] [--seconds 20] [--hold-ms 1000]
+                                        [--arrival staggered|lockstep]
 
 Starts a real ``runner-ctl lock serve`` process on a free loopback port (database and
 token file in a temporary directory), then measures:
@@ -12,7 +13,10 @@ token file in a temporary directory), then measures:
   clients' own monotonic clocks it checks that no two holds of one environment overlap
   and that fencing tokens rise strictly in grant order, and it reports handoff latency:
   from the previous holder sending finish to the next (already queued) holder's wait
-  returning granted;
+  returning granted. With ``--arrival staggered`` (the default) environment i's clients
+  arrive i/M of a hold after the first, as independent pipelines do; ``lockstep`` starts
+  every environment at the same instant, so all M release within the same millisecond
+  (the worst case for a server that handles one request at a time);
 - the service process's peak RSS (VmHWM) after the run.
 
 It prints one line per figure and a goals line, and exits 0 whatever the figures are
@@ -235,6 +239,8 @@ async def one_cycle(client: httpx.AsyncClient, env: str, hold_s: float, results:
 async def contender(
     service: Service, tls: ssl.SSLContext, env: str, args: argparse.Namespace, results: Results
 ) -> None:
+    if args.arrival == "staggered":
+        await asyncio.sleep(int(env.rpartition("-")[2]) * args.hold_ms / 1000 / args.envs)
     deadline = time.monotonic() + args.seconds
     async with new_client(service, tls) as client:
         for _ in range(MAX_ITERATIONS):
@@ -381,7 +387,13 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=200, help="concurrent clients (default 200)")
     parser.add_argument("--envs", type=int, default=20, help="environments the clients share (default 20)")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long clients keep enqueueing (default 20)")
-    parser.add_argument("--hold-ms", type=float, default=5.0, help="how long a holder keeps the lock (default 5)")
+    parser.add_argument("--hold-ms", type=float, default=1000.0, help="how long a holder keeps the lock (default 1000)")
+    parser.add_argument(
+        "--arrival",
+        choices=("staggered", "lockstep"),
+        default="staggered",
+        help="environments start spread over one hold (default) or all at once",
+    )
     args = parser.parse_args()
     if args.clients < 1 or args.envs < 1 or args.seconds <= 0 or args.hold_ms < 0:
         parser.error("--clients and --envs must be >= 1, --seconds > 0, --hold-ms >= 0")
@@ -402,7 +414,10 @@ def main() -> int:
     solo_p50, solo_p99 = percentiles(solo)
     succeeded = service_succeeded(metrics)
 
-    print(f"setup: {args.clients} clients over {args.envs} environments, {args.seconds:g} s, hold {args.hold_ms:g} ms")
+    print(
+        f"setup: {args.clients} clients over {args.envs} environments, {args.seconds:g} s, "
+        f"hold {args.hold_ms:g} ms, arrival {args.arrival}"
+    )
     print(f"grants: {len(results.holds)} ({len(results.holds) / wall:.0f}/s over {wall:.1f} s)")
     print(
         f"double grants: {safety.total} (overlapping holds {safety.overlaps}, fencing tokens going back "
