@@ -1,6 +1,7 @@
 """The ``runner-ctl`` command line: parses, calls the library, renders. Nothing else."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from runner_ctl.lock.tunnel import ssh_tunnel
 from runner_ctl.paths import find_project_root
 from runner_ctl.rehearse import RehearsalReport, rehearse
 from runner_ctl.testhost import boot_host, destroy_host, get_host, list_hosts
+from runner_ctl.toolbump import OPENTOFU, bump
 
 __all__ = ["app", "main"]
 
@@ -67,7 +69,7 @@ lock_app = typer.Typer(
 )
 latency_app = typer.Typer(help="CI queue time and wall-clock latency (issue #5).")
 runners_app = typer.Typer(help="CI runner registration on the runner host.")
-tools_app = typer.Typer(help="Pinned tools in multitool.lock.json (issue #4).")
+tools_app = typer.Typer(help="Pinned tools in multitool.lock.json (bin/tofu reads it).")
 app.add_typer(testhost_app, name="testhost")
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(lock_app, name="lock")
@@ -438,9 +440,42 @@ def _runners() -> None:
     _not_yet("runners")
 
 
-@tools_app.callback(invoke_without_command=True)
-def _tools() -> None:
-    _not_yet("tools", 4)
+@tools_app.command("bump")
+def tools_bump(
+    tool: Annotated[str, typer.Argument(help="The tool to re-pin (supported: tofu).")],
+    version: Annotated[str, typer.Argument(help="The release to pin, e.g. 1.12.6.")],
+    lockfile: Annotated[
+        Path | None, typer.Option(help="The lockfile to rewrite (default: multitool.lock.json in the checkout).")
+    ] = None,
+    release_url: Annotated[
+        str | None, typer.Option(help="A mirror of the release downloads (the signature is still checked).")
+    ] = None,
+    gpg_key_url: Annotated[
+        str | None, typer.Option(help="Where to fetch the signing key (its fingerprint is pinned in runner-ctl).")
+    ] = None,
+) -> None:
+    """Re-pin TOOL at VERSION in multitool.lock.json from the release's signed SHA256SUMS.
+
+    The signature is verified with cosign when it is installed, else gpg; with neither, the
+    pins are written with a warning. Linux and macOS on x86_64 and arm64 are pinned.
+    """
+    if tool != OPENTOFU.tool:
+        _fail(f"runner-ctl tools bump knows only {OPENTOFU.tool!r}, not {tool!r}", 2)
+    source = OPENTOFU
+    if release_url:
+        source = dataclasses.replace(source, download_base=release_url)
+    if gpg_key_url:
+        source = dataclasses.replace(source, gpg_key_url=gpg_key_url)
+    target = lockfile or _guard(find_project_root) / "multitool.lock.json"
+    result = _guard(lambda: bump(target, version, source=source))
+    if result.verified_by == "none":
+        stderr.print(
+            "runner-ctl: warning: neither cosign nor gpg is installed, so the SHA256SUMS signature was NOT verified",
+            markup=False,
+        )
+    print(
+        f"{tool} {result.version}: {len(result.binaries)} binaries pinned in {target} (signature: {result.verified_by})"
+    )
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,1 @@
+"""Loopback stand-ins for services this machine cannot reach (each speaks the real wire format)."""
