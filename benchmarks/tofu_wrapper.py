@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from runner_ctl.multitool import current_platform  # noqa: E402 - after the path set-up above
+from runner_ctl.tools import current_platform  # noqa: E402 - after the path set-up above
 
 GOAL_MS = 10.0
 
@@ -46,7 +46,7 @@ def main() -> int:
         (clone / "bin").mkdir(parents=True)
         (clone / "src" / "runner_ctl").mkdir(parents=True)
         shutil.copy2(ROOT / "bin" / "tofu", clone / "bin" / "tofu")
-        shutil.copy2(ROOT / "src" / "runner_ctl" / "multitool.py", clone / "src" / "runner_ctl" / "multitool.py")
+        shutil.copy2(ROOT / "src" / "runner_ctl" / "tools.py", clone / "src" / "runner_ctl" / "tools.py")
         bare = Path("/bin/true")
         digest = hashlib.sha256(bare.read_bytes()).hexdigest()
         os_name, cpu = current_platform()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from runner_ctl.multitool import current_platform, load_lockfile, select_binary
+from runner_ctl.tools import current_platform, load_lockfile, select_binary
 from tests.standins.release_server import ReleaseServer, serve_releases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def checkout(tmp_path: Path) -> Iterator[Checkout]:
     (root / "bin").mkdir(parents=True)
     (root / "src" / "runner_ctl").mkdir(parents=True)
     shutil.copy2(ROOT / "bin" / "tofu", root / "bin" / "tofu")
-    shutil.copy2(ROOT / "src" / "runner_ctl" / "multitool.py", root / "src" / "runner_ctl" / "multitool.py")
+    shutil.copy2(ROOT / "src" / "runner_ctl" / "tools.py", root / "src" / "runner_ctl" / "tools.py")
     archive = fake_archive()
     os_name, cpu = current_platform()
     server = ReleaseServer(files={RELEASE_PATH.format(f"{os_name}_{cpu}"): archive})

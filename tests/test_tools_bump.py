@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from runner_ctl.multitool import load_lockfile
 from runner_ctl.toolbump import OPENTOFU, ReleaseSource, SignatureError, bump
+from runner_ctl.tools import load_lockfile
 from tests.standins.release_server import ReleaseServer, serve_releases
 
 VERSION = "9.9.9"

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from runner_ctl.errors import ConfigError, RunnerCtlError
-from runner_ctl.multitool import LockfileError, load_lockfile
+from runner_ctl.tools import LockfileError, load_lockfile
 
 __all__ = ["OPENTOFU", "BumpResult", "ReleaseSource", "SignatureError", "bump"]
 

@@ -10,7 +10,7 @@ Cache layout: ``<cache>/tools/<sha256 of the download>/<file>``, where ``<cache>
 A directory appears there only complete and verified (it is renamed into place), so its
 existence is the whole cache check.
 
-    python3 src/runner_ctl/multitool.py fetch --lockfile multitool.lock.json tofu   # prints the path
+    python3 src/runner_ctl/tools.py fetch --lockfile multitool.lock.json tofu   # prints the path
 """
 
 from __future__ import annotations
