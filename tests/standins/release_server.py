@@ -7,12 +7,13 @@ body short (an interrupted download). It is not GitHub: it only serves what a te
 """
 
 import contextlib
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.standins.loopback import serve_loopback
 
 __all__ = ["ReleaseServer", "serve_releases"]
 
@@ -59,14 +60,6 @@ def _handler(state: ReleaseServer) -> type[BaseHTTPRequestHandler]:
 
 @contextlib.contextmanager
 def serve_releases(state: ReleaseServer) -> Iterator[ReleaseServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    state.port = int(server.server_address[1])
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serve_loopback(_handler(state)) as port:
+        state.port = port
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
