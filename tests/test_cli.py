@@ -89,7 +89,7 @@ def test_testhost_names_missing_tools(tmp_path: Path) -> None:
         (["testhost", "up", "--name", "Bad_Name"], "test host name 'Bad_Name' is invalid"),
         (["deploy"], "--env and --commit are required"),
         (["deploy", "--env", "prod", "--commit", "abc"], "no deploy lock token"),
-        (["latency"], "not built yet"),
+        (["latency", "report"], "give exactly one source"),
     ],
 )
 def test_cli_usage_errors(tmp_path: Path, args: list[str], fragment: str) -> None:

@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 from runner_ctl import __version__
 from runner_ctl.deploy import DeployOptions, DeployResult, run_deploy
 from runner_ctl.errors import ConfigError, RunnerCtlError, UsageError
+from runner_ctl.latency.command import latency_app
 from runner_ctl.lock.client import LockClient
 from runner_ctl.lock.serve import DEFAULT_LISTEN, DEFAULT_PORT, serve
 from runner_ctl.lock.tokens import read_client_secret
@@ -67,7 +68,6 @@ deploy_app = typer.Typer(
 lock_app = typer.Typer(
     help="The deploy lock service: serve it, see its state, break a stuck lock.", no_args_is_help=True
 )
-latency_app = typer.Typer(help="CI queue time and wall-clock latency (issue #5).")
 runners_app = typer.Typer(help="CI runner registration on the runner host.")
 tools_app = typer.Typer(help="Pinned tools in multitool.lock.json (bin/tofu reads it).")
 app.add_typer(testhost_app, name="testhost")
@@ -428,11 +428,6 @@ def lock_release(
 
     released = _guard(act)["released"]
     print(f"{env}: released request {released['id']}" if released else f"{env}: nothing was held")
-
-
-@latency_app.callback(invoke_without_command=True)
-def _latency() -> None:
-    _not_yet("latency", 5)
 
 
 @runners_app.callback(invoke_without_command=True)

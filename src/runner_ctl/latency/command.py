@@ -1,0 +1,253 @@
+"""``runner-ctl latency report``: the typer sub-app. Parses flags, calls the library, renders.
+
+Exit codes: 0 a report was made (also when the window holds no jobs: the report says so);
+1 the API failed (unreachable, rate-limited for longer than it waits, an unexpected answer);
+2 bad flags, a bad token or a repository/project that does not exist or cannot be read, a
+bad JSONL line, matplotlib missing for ``--chart``; 10 ``--fail-on-scale-out`` and the
+model recommends more slots; 130 interrupted.
+"""
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from runner_ctl.errors import ConfigError, RunnerCtlError, UsageError
+from runner_ctl.latency.api import SourceOptions
+from runner_ctl.latency.chart import check_chart_path, write_chart
+from runner_ctl.latency.github import GITHUB_API, fetch_github
+from runner_ctl.latency.gitlab import fetch_gitlab
+from runner_ctl.latency.httpcache import ApiCounters
+from runner_ctl.latency.model import Filters, Job, read_jsonl, write_jsonl
+from runner_ctl.latency.render import markdown, print_table
+from runner_ctl.latency.report import DEFAULT_MAX_SLOTS, DEFAULT_TARGET_P95, Report, ReportOptions, build_report, select
+from runner_ctl.latency.window import Window, resolve_window
+from runner_ctl.paths import cache_dir
+
+__all__ = ["EXIT_SCALE_OUT", "latency_app"]
+
+EXIT_SCALE_OUT = 10
+GITLAB_API = "https://gitlab.com/api/v4"
+# source flag -> (fetcher, default --api-url, default --token-env)
+FORGES: dict[str, tuple[Callable[[str, SourceOptions], list[Job]], str, str]] = {
+    "github": (fetch_github, GITHUB_API, "GITHUB_TOKEN"),
+    "gitlab": (fetch_gitlab, GITLAB_API, "GITLAB_TOKEN"),
+}
+OUTPUT_FORMATS = ("table", "markdown", "json")
+MAX_SLOTS_LIMIT = 1024
+
+latency_app = typer.Typer(
+    help="CI queue time and wall-clock latency from GitHub or GitLab, and how many runner slots keep queues short.",
+    no_args_is_help=True,
+)
+_stderr = Console(stderr=True, highlight=False)
+
+
+class UserInterruptError(RunnerCtlError):
+    exit_code = 130
+
+
+@latency_app.callback()
+def _latency() -> None:
+    """CI latency: measure queue time and wall-clock latency, and size the runner fleet from data."""
+
+
+def _trace_window(jobs: list[Job]) -> Window:
+    """An offline trace without --since/--until: from its first run's creation to its last job's end."""
+    moments = [job.run_created_at if job.run_created_at is not None else job.created_at for job in jobs]
+    ends = [job.completed_at for job in jobs if job.completed_at is not None]
+    return Window(min(moments), max(moments + ends) + 1.0) if moments else resolve_window(None, None)
+
+
+def _split_labels(values: list[str] | None) -> frozenset[str]:
+    return frozenset(label.strip() for value in values or [] for label in value.split(",") if label.strip())
+
+
+def _token(name: str) -> str:
+    token = os.environ.get(name, "").strip()
+    if not token:
+        raise ConfigError(f"no API token: set the environment variable {name} (or name another one with --token-env)")
+    return token
+
+
+def _emit(report: Report, output_format: str) -> None:
+    if output_format == "json":
+        print(json.dumps(report.data))
+        return
+    if output_format == "table":
+        width = None if sys.stdout.isatty() else 160
+        print_table(report.data, Console(highlight=False, width=width))
+        return
+    text = markdown(report.data)
+    print(text)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with Path(summary).open("a", encoding="utf-8") as handle:
+                handle.write(text + "\n")
+        except OSError as error:
+            raise ConfigError(f"cannot append to $GITHUB_STEP_SUMMARY ({summary}): {error.strerror or error}") from None
+
+
+@latency_app.command("report")
+def report_command(
+    github: Annotated[
+        str | None, typer.Option("--github", metavar="OWNER/REPO", help="Read GitHub Actions runs of this repository.")
+    ] = None,
+    gitlab: Annotated[
+        str | None,
+        typer.Option("--gitlab", metavar="PROJECT", help="Read GitLab CI pipelines of this project (id or path)."),
+    ] = None,
+    from_jsonl: Annotated[
+        Path | None, typer.Option("--from-jsonl", metavar="FILE", help="Read an offline trace, one job per line.")
+    ] = None,
+    export_jsonl: Annotated[
+        Path | None,
+        typer.Option("--export-jsonl", metavar="FILE", help="Also write the selected jobs as a JSONL trace."),
+    ] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(help=f"API base URL. (default: {GITHUB_API}; GitLab: {GITLAB_API})"),
+    ] = None,
+    token_env: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME", help="Environment variable holding the token. (default: GITHUB_TOKEN or GITLAB_TOKEN)"
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Window start: ISO date/time or a duration ago (7d, 12h). (default: 7d)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Window end: ISO date/time or a duration ago. (default: now)")
+    ] = None,
+    labels: Annotated[
+        list[str] | None, typer.Option("--labels", help="Only jobs asking for all these labels (comma-separated).")
+    ] = None,
+    workflow: Annotated[str | None, typer.Option(help="Only this workflow (GitLab: pipeline name).")] = None,
+    branch: Annotated[str | None, typer.Option(help="Only runs of this branch (GitLab: ref).")] = None,
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", metavar="FORMAT", help="table, markdown or json. (default: table on a terminal, else markdown)"
+        ),
+    ] = None,
+    chart: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Write a chart (.png or .svg); needs the latency extra.")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir", metavar="DIR", help="API cache. (default: $RUNNER_CTL_CACHE_DIR or XDG cache/latency)"
+        ),
+    ] = None,
+    slots: Annotated[
+        int | None, typer.Option(help="Self-hosted slots today. (default: inferred from the trace)")
+    ] = None,
+    max_slots: Annotated[int, typer.Option(help="Largest slot count the model tries.")] = DEFAULT_MAX_SLOTS,
+    target_p95: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Queue p95 the recommendation must meet.")
+    ] = DEFAULT_TARGET_P95,
+    fail_on_scale_out: Annotated[
+        bool, typer.Option("--fail-on-scale-out", help=f"Exit {EXIT_SCALE_OUT} when more slots are recommended.")
+    ] = False,
+) -> None:
+    """Queue time and wall-clock latency per label set, and the slot count that keeps queue p95 within target."""
+    try:
+        code = _report(
+            github=github,
+            gitlab=gitlab,
+            from_jsonl=from_jsonl,
+            export_jsonl=export_jsonl,
+            api_url=api_url,
+            token_env=token_env,
+            since=since,
+            until=until,
+            filters=Filters(_split_labels(labels), workflow, branch),
+            output_format=output_format,
+            chart=chart,
+            cache=cache,
+            options=ReportOptions(target_p95, slots, max_slots),
+            fail_on_scale_out=fail_on_scale_out,
+        )
+    except KeyboardInterrupt:
+        code = _fail(UserInterruptError("interrupted"))
+    except RunnerCtlError as error:
+        code = _fail(error)
+    raise typer.Exit(code)
+
+
+def _fail(error: RunnerCtlError) -> int:
+    _stderr.print(f"runner-ctl: error: {error.message}", markup=False, soft_wrap=True)
+    return error.exit_code
+
+
+def _check_flags(sources: list[object], output_format: str, chart: Path | None, options: ReportOptions) -> None:
+    if len(sources) != 1:
+        raise UsageError("give exactly one source: --github OWNER/REPO, --gitlab PROJECT or --from-jsonl FILE")
+    if output_format not in OUTPUT_FORMATS:
+        raise UsageError(f"--format {output_format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
+    if options.slots is not None and options.slots < 1:
+        raise UsageError("--slots must be 1 or more")
+    if not 1 <= options.max_slots <= MAX_SLOTS_LIMIT:
+        raise UsageError(f"--max-slots must be from 1 to {MAX_SLOTS_LIMIT}")
+    if not options.target_p95 > 0:
+        raise UsageError("--target-p95 must be a positive number of seconds")
+    if chart is not None:
+        check_chart_path(chart)  # before any API call: a missing matplotlib wastes none
+
+
+def _report(
+    *,
+    github: str | None,
+    gitlab: str | None,
+    from_jsonl: Path | None,
+    export_jsonl: Path | None,
+    api_url: str | None,
+    token_env: str | None,
+    since: str | None,
+    until: str | None,
+    filters: Filters,
+    output_format: str | None,
+    chart: Path | None,
+    cache: Path | None,
+    options: ReportOptions,
+    fail_on_scale_out: bool,
+) -> int:
+    chosen_format = output_format or ("table" if sys.stdout.isatty() else "markdown")
+    _check_flags([s for s in (github, gitlab, from_jsonl) if s], chosen_format, chart, options)
+    counters = ApiCounters()
+    cache_root = cache if cache is not None else cache_dir() / "latency"
+    if from_jsonl is not None:
+        jobs = list(read_jsonl(from_jsonl))
+        window = resolve_window(since, until) if since or until else _trace_window(jobs)
+        source = f"jsonl:{from_jsonl}"
+    else:
+        forge, target = ("github", github) if github is not None else ("gitlab", gitlab or "")
+        fetch, default_api, default_token_env = FORGES[forge]
+        window = resolve_window(since, until)
+        name = token_env or default_token_env
+        source = f"{forge}:{target}"
+        source_options = SourceOptions(
+            api_url=api_url or default_api,
+            token=_token(name),
+            token_env=name,
+            window=window,
+            filters=filters,
+            cache_root=cache_root,
+            counters=counters,
+        )
+        jobs = fetch(target, source_options)
+    if export_jsonl is not None:
+        written = write_jsonl(export_jsonl, select(jobs, window, filters))
+        _stderr.print(f"wrote {written} jobs to {export_jsonl}", markup=False)
+    report = build_report(source=source, window=window, jobs=jobs, filters=filters, counters=counters, options=options)
+    _emit(report, chosen_format)
+    if chart is not None:
+        write_chart(chart, report.data, report.queues)
+    return EXIT_SCALE_OUT if fail_on_scale_out and report.scale_out else 0
