@@ -341,3 +341,14 @@ def test_cancelling_the_github_step_reaches_runner_ctl(step: Step, history: Hist
     assert (history.clone / "got-term").read_text().strip() == "term"  # deploy.sh got SIGTERM
     state = env_state(step.service)
     assert state["holder"] is None and state["queue"] == []
+
+
+def test_cancelling_the_github_step_while_runner_ctl_starts_is_not_lost(step: Step, history: History) -> None:
+    """A cancellation that lands before runner-ctl is up still ends the step and leaves no request behind."""
+    process, summary = step.start(history.commits["c2"])
+    time.sleep(0.05)  # the shell is running its script; runner-ctl is at most starting
+    process.send_signal(signal.SIGINT)
+    ended = finish(process, summary, timeout=60)
+    assert ended.code != 0
+    wait_for(lambda: env_state(step.service)["queue"] == [], "no request left queued")
+    assert env_state(step.service)["holder"] is None
