@@ -226,6 +226,9 @@ class Step:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # so that teardown can end what the script started
+            # As a runner starts a step: default signal handling. A test run launched in the
+            # background inherits an ignored SIGINT, and bash cannot trap a signal ignored at entry.
+            preexec_fn=_default_signals,
         )
         self.started.append(process)
         return process, summary
@@ -250,6 +253,11 @@ class Outcome:
     stdout: str
     stderr: str
     summary: str
+
+
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def finish(process: subprocess.Popen[str], summary: Path, timeout: float = 300) -> Outcome:
