@@ -6,11 +6,11 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -19,6 +19,9 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from runner_ctl import __version__
+from runner_ctl.clikit import fail as _fail
+from runner_ctl.clikit import guard as _guard
+from runner_ctl.clikit import print_error, stderr
 from runner_ctl.deploy import DeployOptions, DeployResult, run_deploy
 from runner_ctl.errors import ConfigError, RunnerCtlError, UsageError
 from runner_ctl.latency.command import latency_app
@@ -76,24 +79,6 @@ app.add_typer(lock_app, name="lock")
 app.add_typer(latency_app, name="latency")
 app.add_typer(runners_app, name="runners")
 app.add_typer(tools_app, name="tools")
-
-stderr = Console(stderr=True, highlight=False)
-T = TypeVar("T")
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    stderr.print(f"runner-ctl: error: {message}", markup=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _guard(action: Callable[[], T]) -> T:
-    """Run a library call; expected failures become one line on stderr and an exit code."""
-    try:
-        return action()
-    except RunnerCtlError as error:
-        _fail(error.message, error.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
 
 
 def _not_yet(group: str, issue: int | None = None) -> None:
@@ -483,5 +468,5 @@ def main() -> None:
     try:
         app()
     except RunnerCtlError as error:  # raised outside a guarded call
-        stderr.print(f"runner-ctl: error: {error.message}", markup=False, soft_wrap=True)
+        print_error(error.message)
         sys.exit(error.exit_code)

@@ -112,7 +112,7 @@ def _scratch() -> Iterator[Path]:
 def _verify_cosign(client: httpx.Client, source: ReleaseSource, version: str, sums: Path) -> None:
     major, minor = version.split(".")[:2]
     name = f"{source.tool}_{version}_SHA256SUMS"
-    signature, certificate = sums.with_suffix(".sig"), sums.with_suffix(".pem")
+    signature, certificate = sums.parent / f"{name}.sig", sums.parent / f"{name}.pem"
     signature.write_bytes(_get(client, source.asset(version, f"{name}.sig"), "the cosign signature"))
     certificate.write_bytes(_get(client, source.asset(version, f"{name}.pem"), "the cosign certificate"))
     # Alphas and betas are signed from main, releases from their v<major>.<minor> branch.
@@ -192,7 +192,7 @@ def bump(lockfile: Path, version: str, *, source: ReleaseSource = OPENTOFU, veri
         verifier = "cosign" if shutil.which("cosign") else "gpg" if shutil.which("gpg") else "none"
     name = f"{source.tool}_{version}_SHA256SUMS"
     with httpx.Client(timeout=TIMEOUT, follow_redirects=True, trust_env=True) as client, _scratch() as scratch:
-        sums_bytes = _get(client, source.asset(version, name), f"{name}")
+        sums_bytes = _get(client, source.asset(version, name), name)
         sums_file = scratch / name
         sums_file.write_bytes(sums_bytes)
         if verifier == "cosign":

@@ -32,6 +32,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,14 +205,22 @@ def cached_path(binary: Binary, cache: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Any:
-    """One first run per download at a time; others wait here, then find it cached."""
-    with lock_path.open("a") as handle:
+def _exclusive(cache: Path, digest: str) -> Iterator[None]:
+    """One first run per download at a time; others wait here, then find it cached.
+
+    Creating the lock file is also the check that the cache is writable.
+    """
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        handle = (cache / f".{digest}.lock").open("a")
+    except OSError as error:
+        raise ToolError(
+            f"the tool cache {cache} is not writable ({error.strerror}); "
+            "set RUNNER_CTL_CACHE_DIR to a writable directory"
+        ) from None
+    with handle:  # closing the file releases the lock
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
 
 
 def _sweep_stale(cache: Path) -> None:
@@ -277,16 +286,7 @@ def ensure_cached(binary: Binary, cache: Path | None = None) -> Path:
     path = cached_path(binary, cache)
     if path.is_file():
         return path
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=cache, prefix=".partial-probe-")  # noqa: SIM115 - closed at once
-        probe.close()
-    except OSError as error:
-        raise ToolError(
-            f"the tool cache {cache} is not writable ({error.strerror}); "
-            "set RUNNER_CTL_CACHE_DIR to a writable directory"
-        ) from None
-    with _exclusive(cache / f".{binary.sha256}.lock"):
+    with _exclusive(cache, binary.sha256):
         if path.is_file():  # another first run finished while this one waited
             return path
         _sweep_stale(cache)
@@ -298,11 +298,10 @@ def ensure_cached(binary: Binary, cache: Path | None = None) -> Path:
                 raise DigestMismatchError(
                     f"sha256 mismatch for {binary.url}: expected {binary.sha256}, got {actual}; nothing was cached"
                 )
+            unpacked = staging / "unpacked"
             if binary.kind == "archive":
-                unpacked = staging / "unpacked"
                 _extract(binary, download, unpacked)
             else:
-                unpacked = staging / "unpacked"
                 (unpacked / binary.file).parent.mkdir(parents=True)
                 download.rename(unpacked / binary.file)
                 (unpacked / binary.file).chmod(0o755)

@@ -17,7 +17,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from runner_ctl.errors import ConfigError, RunnerCtlError, UsageError
+from runner_ctl.clikit import guard, stderr
+from runner_ctl.errors import ConfigError, UsageError
 from runner_ctl.latency.api import SourceOptions
 from runner_ctl.latency.chart import check_chart_path, write_chart
 from runner_ctl.latency.github import GITHUB_API, fetch_github
@@ -45,11 +46,6 @@ latency_app = typer.Typer(
     help="CI queue time and wall-clock latency from GitHub or GitLab, and how many runner slots keep queues short.",
     no_args_is_help=True,
 )
-_stderr = Console(stderr=True, highlight=False)
-
-
-class UserInterruptError(RunnerCtlError):
-    exit_code = 130
 
 
 @latency_app.callback()
@@ -158,8 +154,8 @@ def report_command(
     ] = False,
 ) -> None:
     """Queue time and wall-clock latency per label set, and the slot count that keeps queue p95 within target."""
-    try:
-        code = _report(
+    code = guard(
+        lambda: _report(
             github=github,
             gitlab=gitlab,
             from_jsonl=from_jsonl,
@@ -175,16 +171,8 @@ def report_command(
             options=ReportOptions(target_p95, slots, max_slots),
             fail_on_scale_out=fail_on_scale_out,
         )
-    except KeyboardInterrupt:
-        code = _fail(UserInterruptError("interrupted"))
-    except RunnerCtlError as error:
-        code = _fail(error)
+    )
     raise typer.Exit(code)
-
-
-def _fail(error: RunnerCtlError) -> int:
-    _stderr.print(f"runner-ctl: error: {error.message}", markup=False, soft_wrap=True)
-    return error.exit_code
 
 
 def _check_flags(sources: list[object], output_format: str, chart: Path | None, options: ReportOptions) -> None:
@@ -245,7 +233,7 @@ def _report(
         jobs = fetch(target, source_options)
     if export_jsonl is not None:
         written = write_jsonl(export_jsonl, select(jobs, window, filters))
-        _stderr.print(f"wrote {written} jobs to {export_jsonl}", markup=False)
+        stderr.print(f"wrote {written} jobs to {export_jsonl}", markup=False)
     report = build_report(source=source, window=window, jobs=jobs, filters=filters, counters=counters, options=options)
     _emit(report, chosen_format)
     if chart is not None:
