@@ -13,6 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from runner_ctl.lock.client import LockClient
 
 
 def free_port() -> int:
@@ -28,6 +31,7 @@ class LockService:
     ci_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     admin_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     process: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # more `lock serve` options, e.g. ("--docs",)
 
     @property
     def url(self) -> str:
@@ -47,7 +51,7 @@ class LockService:
             self.token_file.chmod(0o600)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runner_ctl", "lock", "serve", "--db", str(self.db),
-             "--token-file", str(self.token_file), "--listen", f"127.0.0.1:{self.port}"],
+             "--token-file", str(self.token_file), "--listen", f"127.0.0.1:{self.port}", *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -79,6 +83,21 @@ class LockService:
         return httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {secret or self.ci_secret}"}, timeout=10
         )
+
+    def client(self, secret: str | None = None) -> LockClient:
+        """The project's own client, failing at once when the service is down (no retries)."""
+        return LockClient(self.url, secret or self.ci_secret, retry_seconds=0)
+
+    def outcomes(self) -> dict[str, float]:
+        """``runner_ctl_lock_outcomes`` from /metrics, by status."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return {
+            sample.labels["status"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "runner_ctl_lock_outcomes"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
 
 
 @pytest.fixture

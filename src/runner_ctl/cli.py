@@ -360,9 +360,10 @@ def lock_serve(
     db: Annotated[Path, typer.Option(help="SQLite database file (created if missing).")],
     token_file: Annotated[Path, typer.Option(help="name:secret[:admin] lines; must not be group/world writable.")],
     listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = DEFAULT_LISTEN,
+    docs: Annotated[bool, typer.Option("--docs", help="Also serve the API pages /docs and /redoc.")] = False,
 ) -> None:
     """Run the deploy lock service (HTTP JSON API under /v1, /healthz, /metrics, /openapi.json)."""
-    _guard(lambda: serve(db=db, listen=listen, token_file=token_file))
+    _guard(lambda: serve(db=db, listen=listen, token_file=token_file, docs=docs))
 
 
 @lock_app.command("status")
