@@ -100,6 +100,8 @@ class LockClient:
             f"lock URL {self.shown_url!r} is invalid; expected http://HOST:PORT or https://HOST:PORT "
             "(e.g. http://127.0.0.1:7465)"
         )
+        if not self.base_url.isprintable() or any(ch.isspace() for ch in self.base_url):
+            raise invalid
         try:
             url = httpx.URL(self.base_url)
             if url.scheme not in ("http", "https") or not url.host:

@@ -88,19 +88,26 @@ def _read_regular(path: Path, what: str, hint: str) -> tuple[str, os.stat_result
     """The text of a regular file, and its status. Anything else is refused before a read:
     opening a FIFO for reading would block until a writer came."""
     where = f"{what} {_shown(path)}"
+    not_regular = ConfigError(f"{where} is not a regular file; {hint}")
     try:
-        # O_NONBLOCK: should the path turn into a FIFO after a stat, opening it still returns.
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise not_regular  # a socket, say, which open() would refuse with a puzzling error
+        # O_NONBLOCK: should the path turn into a FIFO after the stat, opening it still returns.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
         raise ConfigError(f"{where}: {error.strerror}; {hint}") from None
-    with os.fdopen(fd, "rb") as handle:
+    except ValueError:  # a NUL in the path
+        raise ConfigError(f"{where}: the path is invalid; {hint}") from None
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{where} is not a regular file; {hint}")
-        try:
+            raise not_regular
+        with os.fdopen(fd, "rb", closefd=False) as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
-        except OSError as error:
-            raise ConfigError(f"{where}: {error.strerror}") from None
+    except OSError as error:
+        raise ConfigError(f"{where}: {error.strerror}") from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(f"{where} is larger than {MAX_FILE_BYTES // 1024} KiB; {hint}")
     try:
