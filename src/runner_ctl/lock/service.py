@@ -212,9 +212,8 @@ class _Gate:
                 return
             scope["runner_ctl.token"] = token
         declared = _header(scope, b"content-length")
-        too_large = _error(413, "body_too_large", f"at most {MAX_BODY_BYTES} bytes")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            await too_large(scope, receive, send)
+            await _too_large()(scope, receive, send)
             return
         chunks: list[bytes] = []
         seen = 0
@@ -229,7 +228,11 @@ class _Gate:
             if not message.get("more_body", False):
                 await self.app(scope, _replay(b"".join(chunks), receive), send)
                 return
-        await too_large(scope, receive, send)
+        await _too_large()(scope, receive, send)
+
+
+def _too_large() -> JSONResponse:
+    return _error(413, "body_too_large", f"at most {MAX_BODY_BYTES} bytes")
 
 
 def _replay(
