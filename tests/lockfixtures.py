@@ -17,6 +17,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from runner_ctl.lock.client import LockClient
 
+# The requests table as the first release created it, before per-request secrets.
+OLD_REQUESTS = """
+CREATE TABLE requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, env TEXT NOT NULL, commit_sha TEXT NOT NULL, actor TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '', queue_policy TEXT NOT NULL, lease_ttl REAL NOT NULL, state TEXT NOT NULL,
+    outcome TEXT, created_at REAL NOT NULL, granted_at REAL, finished_at REAL, lease_expires_at REAL,
+    fencing_token INTEGER, previous_commit TEXT, rollback INTEGER NOT NULL DEFAULT 0, exit_code INTEGER,
+    detail TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO requests (env, commit_sha, actor, queue_policy, lease_ttl, state, created_at, lease_expires_at)
+VALUES ('prod', 'old', 'ci', 'latest', 30, 'queued', 1000000, 1000030);
+"""
+
 
 def free_port() -> int:
     with socket.socket() as probe:

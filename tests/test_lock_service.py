@@ -1,7 +1,9 @@
 """The lock service's HTTP surface and its start-up checks, against a real process."""
 
 import os
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ import pytest
 
 from runner_ctl.lock.client import LeaseLost, LockApiError, LockClient
 from runner_ctl.lock.service import MAX_BODY_BYTES
-from tests.lockfixtures import LockService, free_port, lock_service, wait_for
+from tests.lockfixtures import OLD_REQUESTS, LockService, free_port, lock_service, wait_for
 
 __all__ = ["lock_service"]
 
@@ -127,6 +129,25 @@ def test_each_outcome_is_counted_once_whatever_arrives_late(lock_service: LockSe
         assert lock_service.outcomes() == {"succeeded": 1, "withdrawn": 1, "expired": 1}
         _finish(client, waiter)
         assert lock_service.outcomes() == {"succeeded": 2, "withdrawn": 1, "expired": 1}
+
+
+def test_the_service_starts_on_a_database_from_before_request_secrets(tmp_path: Path) -> None:
+    """Its requests have no secret: nobody can act on them, their lease or an admin ends them."""
+    service = LockService(tmp_path / "lockd", free_port())
+    service.directory.mkdir()
+    with sqlite3.connect(service.db) as old:
+        old.executescript(OLD_REQUESTS.replace("'queued', 1000000, 1000030", "'granted', 1000000, 9999999999"))
+    service.start()
+    try:
+        with service.api() as api, service.api(service.admin_secret) as admin:
+            refused = api.post("/v1/requests/1/heartbeat", json={}, headers={"X-Request-Secret": "x" * 43})
+            assert refused.status_code == 403
+            released = admin.post("/v1/envs/prod/release", json={"reason": "upgrade"}).json()["released"]
+            assert released["id"] == 1 and released["outcome"] == "cancelled"
+        with service.client() as client:
+            assert _enqueue(client, "prod")["state"] == "granted"
+    finally:
+        service.kill(signal.SIGTERM)
 
 
 def test_openapi_healthz_and_metrics(lock_service: LockService) -> None:

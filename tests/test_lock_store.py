@@ -10,6 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from runner_ctl.lock.states import Outcome, RequestState
 from runner_ctl.lock.store import LeaseLostError, LockStore
+from tests.lockfixtures import OLD_REQUESTS
 
 
 class Clock:
@@ -148,20 +149,6 @@ def test_a_failed_commit_rolls_back_and_the_store_stays_usable(tmp_path: Path, c
     assert [r.commit for r in store.status("prod")[0].queue] == []
     assert store.get(request.id).state == RequestState.GRANTED
     assert [r.event for r in store.history("prod")] == ["granted", "queued"]  # nothing of the failed one
-
-
-# The requests table as the first release created it, before per-request secrets.
-OLD_REQUESTS = """
-CREATE TABLE requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, env TEXT NOT NULL, commit_sha TEXT NOT NULL, actor TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '', queue_policy TEXT NOT NULL, lease_ttl REAL NOT NULL, state TEXT NOT NULL,
-    outcome TEXT, created_at REAL NOT NULL, granted_at REAL, finished_at REAL, lease_expires_at REAL,
-    fencing_token INTEGER, previous_commit TEXT, rollback INTEGER NOT NULL DEFAULT 0, exit_code INTEGER,
-    detail TEXT NOT NULL DEFAULT ''
-);
-INSERT INTO requests (env, commit_sha, actor, queue_policy, lease_ttl, state, created_at, lease_expires_at)
-VALUES ('prod', 'old', 'ci', 'latest', 30, 'queued', 1000000, 1000030);
-"""
 
 
 def test_a_database_from_before_request_secrets_is_migrated(tmp_path: Path, clock: Clock) -> None:
