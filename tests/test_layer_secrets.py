@@ -93,6 +93,31 @@ def test_diff_never_shows_a_secret(tmp_path: Path) -> None:
     assert dest.read_text() == PLANTED + "-new"
 
 
+def dry_deploy_with_tokens(
+    tmp_path: Path, ci_reference: str, ops_reference: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The host deploy with these lock token references, dry: it must stop before any operation."""
+    group_data = tmp_path / "group_data"
+    group_data.mkdir()
+    (group_data / "all.py").write_text(
+        "deploy_lock_tokens = [\n"
+        f'    {{"name": "ci", "secret": "{ci_reference}", "admin": False}},\n'
+        f'    {{"name": "ops", "secret": "{ops_reference}", "admin": True}},\n'
+        "]\n"
+    )
+    done = pyinfra_local(
+        PROJECT_ROOT / "deploys" / "runner_host.py",
+        "--dry",
+        "--group-data",
+        str(group_data),
+        env={"RUNNER_CTL_CONFIG_DIR": str(tmp_path / "config"), **env},
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "Starting operation" not in done.stdout + done.stderr
+    return done
+
+
 @pytest.mark.parametrize(
     ("secret", "problem"),
     [
@@ -105,49 +130,19 @@ def test_diff_never_shows_a_secret(tmp_path: Path) -> None:
     ids=["short", "colon", "space", "control", "non-ascii"],
 )
 def test_a_bad_lock_secret_stops_the_deploy_before_any_operation(tmp_path: Path, secret: str, problem: str) -> None:
-    group_data = tmp_path / "group_data"
-    group_data.mkdir()
-    (group_data / "all.py").write_text(
-        "deploy_lock_tokens = [\n"
-        '    {"name": "ci", "secret": "generated:lock-ci", "admin": False},\n'
-        '    {"name": "ops", "secret": "env:RC_TEST_OPS_SECRET", "admin": True},\n'
-        "]\n"
-    )
-    done = pyinfra_local(
-        PROJECT_ROOT / "deploys" / "runner_host.py",
-        "--dry",
-        "--group-data",
-        str(group_data),
-        env={"RC_TEST_OPS_SECRET": secret, "RUNNER_CTL_CONFIG_DIR": str(tmp_path / "config")},
-    )
-    assert done.returncode != 0
+    env = {"RC_TEST_OPS_SECRET": secret}
+    done = dry_deploy_with_tokens(tmp_path, "generated:lock-ci", "env:RC_TEST_OPS_SECRET", env)
     output = done.stdout + done.stderr
-    assert "Traceback" not in output
     errors = [line for line in output.splitlines() if "deploy_lock_tokens ops" in line]
     assert len(errors) == 1, output
     assert problem in errors[0]
     assert secret not in output
-    assert "Starting operation" not in output
     # Checked before the layer built or uploaded anything.
     assert "wheelhouse" not in output.lower()
 
 
 def test_two_tokens_with_one_secret_are_refused(tmp_path: Path) -> None:
-    group_data = tmp_path / "group_data"
-    group_data.mkdir()
-    (group_data / "all.py").write_text(
-        "deploy_lock_tokens = [\n"
-        '    {"name": "ci", "secret": "env:RC_TEST_SAME_SECRET", "admin": False},\n'
-        '    {"name": "ops", "secret": "env:RC_TEST_SAME_SECRET", "admin": True},\n'
-        "]\n"
-    )
-    done = pyinfra_local(
-        PROJECT_ROOT / "deploys" / "runner_host.py",
-        "--dry",
-        "--group-data",
-        str(group_data),
-        env={"RC_TEST_SAME_SECRET": "0123456789abcdef0123"},
-    )
-    assert done.returncode != 0
+    same = "env:RC_TEST_SAME_SECRET"
+    done = dry_deploy_with_tokens(tmp_path, same, same, {"RC_TEST_SAME_SECRET": "0123456789abcdef0123"})
     assert "deploy_lock_tokens ops: the secret is the same as token ci's" in done.stderr
     assert "0123456789abcdef0123" not in done.stdout + done.stderr
