@@ -1,5 +1,6 @@
 """Group data: an unknown key is an error, and no value can smuggle shell syntax into a command."""
 
+import json
 import os
 import subprocess
 import sys
@@ -12,8 +13,7 @@ from pyinfra.api.connectors import get_all_connectors
 
 from runner_ctl.errors import ConfigError
 from runner_ctl.hostdata import PYINFRA_DATA_KEYS, validate_host_data
-from runner_ctl.rehearse import load_settings
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, runner_ctl
 
 
 def test_a_misspelled_key_is_refused_with_the_closest_known_key() -> None:
@@ -50,18 +50,6 @@ def test_the_pyinfra_key_list_matches_the_installed_pyinfra() -> None:
     connector_keys = {key for connector in connectors.values() for key in getattr(connector, "data_meta", {})}
     global_arguments = {name for name, _ in all_global_arguments() if name.startswith("_")}
     assert connector_keys | global_arguments == PYINFRA_DATA_KEYS
-
-
-def test_the_rehearsal_refuses_an_unknown_key(tmp_path: Path) -> None:
-    root = tmp_path / "checkout"
-    (root / "deploys").mkdir(parents=True)
-    (root / "deploys" / "base.py").write_text("")
-    (root / "inventories" / "group_data").mkdir(parents=True)
-    (root / "inventories" / "group_data" / "all.py").write_text(
-        'layers = ["base"]\nsshd_allow_cidr = ["203.0.113.0/24"]\n'
-    )
-    with pytest.raises(ConfigError, match="unknown key 'sshd_allow_cidr' \\(did you mean 'sshd_allow_cidrs'\\?\\)"):
-        load_settings(root)
 
 
 def test_the_pyinfra_deploy_refuses_an_unknown_key_before_any_operation(tmp_path: Path) -> None:
@@ -140,3 +128,43 @@ def test_ordinary_paths_and_devices_are_accepted(key: str, value: str) -> None:
 def test_a_sysctl_key_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(ConfigError, match="sysctl = "):
         validate_host_data({"sysctl": {"fs.inotify.max_user_watches\n": 1}})
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('sshd_allow_cidr = ["203.0.113.0/24"]\n', "unknown key 'sshd_allow_cidr' (did you mean 'sshd_allow_cidrs'?)"),
+        ('data_dir = "/var/lib/ci; touch /tmp/x #"\n', "data_dir = '/var/lib/ci; touch /tmp/x #' is invalid"),
+    ],
+    ids=["unknown-key", "shell-in-path"],
+)
+def test_rehearse_stops_on_bad_group_data_in_one_line_before_booting(tmp_path: Path, extra: str, expected: str) -> None:
+    root = _checkout(tmp_path, extra)
+    done = runner_ctl("rehearse", "--json", "--deploy", str(root / "deploys" / "runner_host.py"), timeout=120)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["failed_step"] == "validate"
+    assert expected in " ".join(done.stderr.split())
+    assert "booting" not in done.stderr
+
+
+def test_rehearse_with_real_secrets_checks_them_before_booting(tmp_path: Path) -> None:
+    tokens = 'deploy_lock_tokens = [{"name": "ci", "secret": "env:RC_TEST_SHORT_SECRET", "admin": False}]\n'
+    root = _checkout(tmp_path, tokens)
+    argv = ("rehearse", "--real-secrets", "--deploy", str(root / "deploys" / "runner_host.py"))
+    done = runner_ctl(*argv, timeout=120, env={"RC_TEST_SHORT_SECRET": "short-secret"})
+    assert done.returncode != 0
+    assert "deploy_lock_tokens ci: the secret is shorter than 16 characters" in " ".join(done.stderr.split())
+    assert "short-secret" not in done.stdout + done.stderr
+    assert "booting" not in done.stderr
+
+
+def _checkout(tmp_path: Path, group_data: str) -> Path:
+    """A checkout with this project's layers and the given group data."""
+    root = tmp_path / "checkout"
+    (root / "inventories" / "group_data").mkdir(parents=True)
+    (root / "inventories" / "group_data" / "all.py").write_text(group_data)
+    (root / "deploys").mkdir()
+    for layer in ("base", "deploy_lock", "runner_host"):
+        (root / "deploys" / f"{layer}.py").write_text((PROJECT_ROOT / "deploys" / f"{layer}.py").read_text())
+    return root

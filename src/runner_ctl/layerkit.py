@@ -22,7 +22,7 @@ from pyinfra.operations import files, server
 
 from runner_ctl.errors import ConfigError
 from runner_ctl.hostdata import DeployLockSettings, HostSettings, validate_host_data
-from runner_ctl.secretrefs import check_lock_secret, resolve_secret
+from runner_ctl.secretrefs import resolve_lock_secrets, resolve_secret
 
 __all__ = [
     "SECRET_STAGING",
@@ -126,15 +126,20 @@ class ActiveSwaps(FactBase[list[str]]):
         return []
 
 
+def _standins() -> Path | None:
+    """A test host's stand-in secrets directory (inventories/testhost.py sets it), else None."""
+    standins = host.data.get("secret_standins")
+    return Path(standins) if standins else None
+
+
 def resolve_host_secret(reference: str, *, what: str) -> str:
     """The secret a reference names, on the operator's machine; bad ones stop the deploy in one line.
 
     A host whose data names a ``secret_standins`` directory (test hosts, see
     inventories/testhost.py) gets generated stand-ins instead of the real secrets.
     """
-    standins = host.data.get("secret_standins")
     try:
-        return resolve_secret(reference, what=what, standins=Path(standins) if standins else None)
+        return resolve_secret(reference, what=what, standins=_standins())
     except ConfigError as error:
         raise PyinfraError(str(error)) from None
 
@@ -145,19 +150,10 @@ def lock_token_secrets(settings: DeployLockSettings) -> dict[str, str]:
     Called before the layer queues anything, so a secret the service would refuse stops
     the deploy on the operator's machine instead of leaving a service that cannot start.
     """
-    resolved: dict[str, str] = {}
-    for token in settings.deploy_lock_tokens:
-        what = f"deploy_lock_tokens {token.name}"
-        secret = resolve_host_secret(token.secret, what=what)
-        try:
-            check_lock_secret(secret, what=what)
-        except ConfigError as error:
-            raise PyinfraError(str(error)) from None
-        twin = next((name for name, other in resolved.items() if other == secret), None)
-        if twin is not None:
-            raise PyinfraError(f"{what}: the secret is the same as token {twin}'s; every token needs its own")
-        resolved[token.name] = secret
-    return resolved
+    try:
+        return resolve_lock_secrets(((t.name, t.secret) for t in settings.deploy_lock_tokens), standins=_standins())
+    except ConfigError as error:
+        raise PyinfraError(str(error)) from None
 
 
 @operation()

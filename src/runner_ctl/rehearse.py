@@ -29,6 +29,7 @@ from runner_ctl.hostdata import (
 )
 from runner_ctl.paths import cache_dir, is_project_root
 from runner_ctl.pyinfra_run import DeployRun, run_deploy
+from runner_ctl.secretrefs import resolve_lock_secrets
 from runner_ctl.testhost import (
     APT_SOURCE_LINE,
     VOLUME_DEVICE,
@@ -131,6 +132,9 @@ def rehearse(
     """
     root, deploy_file = resolve_deploy(deploy, project_root)
     settings = load_settings(root)  # bad group data raises here, before any host exists
+    if real_secrets:
+        # The same check the layer makes, before a host is booted for nothing.
+        resolve_lock_secrets((t.name, t.secret) for t in settings.deploy_lock_tokens)
     check_prerequisites()
     missing = [module for module in ("pyinfra", "testinfra") if importlib.util.find_spec(module) is None]
     if missing:

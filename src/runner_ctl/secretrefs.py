@@ -18,11 +18,19 @@ import re
 import secrets
 import shlex
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from runner_ctl.errors import ConfigError
 
-__all__ = ["MIN_LOCK_SECRET_LENGTH", "check_lock_secret", "config_dir", "is_reference", "resolve_secret"]
+__all__ = [
+    "MIN_LOCK_SECRET_LENGTH",
+    "check_lock_secret",
+    "config_dir",
+    "is_reference",
+    "resolve_lock_secrets",
+    "resolve_secret",
+]
 
 KINDS = ("env", "file", "cmd", "generated")
 # The lock service's own minimum (runner_ctl.lock.tokens.MIN_SECRET_LENGTH), checked here
@@ -106,6 +114,20 @@ def check_lock_secret(secret: str, *, what: str) -> None:
             f"{what}: the secret holds whitespace, ':', a control or a non-ASCII character; "
             "expected printable ASCII only (e.g. openssl rand -hex 32)"
         )
+
+
+def resolve_lock_secrets(tokens: Iterable[tuple[str, str]], *, standins: Path | None = None) -> dict[str, str]:
+    """Each lock token's secret by name, from (name, reference) pairs, checked as the service checks it."""
+    resolved: dict[str, str] = {}
+    for name, reference in tokens:
+        what = f"deploy_lock_tokens {name}"
+        secret = resolve_secret(reference, what=what, standins=standins)
+        check_lock_secret(secret, what=what)
+        twin = next((other for other, known in resolved.items() if known == secret), None)
+        if twin is not None:
+            raise ConfigError(f"{what}: the secret is the same as token {twin}'s; every token needs its own")
+        resolved[name] = secret
+    return resolved
 
 
 def _standin_name(what: str) -> str:
