@@ -50,8 +50,10 @@ def host_settings(available: frozenset[str] | None = None) -> HostSettings:
 
     ``available``: the layers this checkout has (see ``hostdata.available_layers``).
     """
-    # Every key the host has, not only the known ones: a misspelled key must be seen to be refused.
-    data = {key: value for key, value in host.data.dict().items() if value is not None}  # type: ignore[no-untyped-call]
+    # Every key the host has, not only the known ones: a misspelled key must be seen to be
+    # refused, even one set to None. A known key set to None takes its default.
+    every = host.data.dict()  # type: ignore[no-untyped-call]
+    data = {key: value for key, value in every.items() if value is not None or key not in HostSettings.model_fields}
     try:
         return validate_host_data(data, available=available, origin=f"{host.name}: group data")
     except ConfigError as error:

@@ -64,19 +64,21 @@ def test_secret_staging_directories_are_private_and_empty(host: Any, settings: H
 
 
 def test_no_file_holding_a_lock_secret_is_world_readable(host: Any, settings: HostSettings) -> None:
-    """Every file on the host that holds the CI token (token files, staging, leftovers) is private.
+    """Every file on the host that holds a lock secret (token files, staging, leftovers) is private.
 
-    The secret is the search pattern, read from its file by grep on the host (never in argv).
+    The secrets are grep's patterns, piped from the service's token file (never in argv).
     """
     if "deploy_lock" not in settings.layers:
         return
     roots = "/etc /opt /root /home /tmp /var/tmp /var/lib /var/backups /run /srv"
-    found = host.run(f"grep -rlsF -D skip -f /etc/runner-ctl/lock-client.token {roots}").stdout.split()
+    found = host.check_output(
+        f"cut -d: -f2 /etc/runner-ctl/lockd.tokens | grep -rlsF -D skip -f - {roots} || true"
+    ).split()
     assert "/etc/runner-ctl/lock-client.token" in found
     assert "/etc/runner-ctl/lockd.tokens" in found
     for path in found:
         assert host.file(path).mode & 0o004 == 0, f"{path} holds a lock secret and is world-readable"
-    # Nor are the token files' directories writable by others (a swap of the file).
+    # Nor is the token files' directory writable by others (who could swap a file).
     assert host.file("/etc/runner-ctl").mode & 0o022 == 0
 
 
