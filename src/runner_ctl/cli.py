@@ -134,6 +134,13 @@ def rehearse_command(
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the test host running afterwards.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="End stdout with one JSON line: the report.")] = False,
+    real_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--real-secrets",
+            help="Resolve the group data's secret references for real. [default: generated stand-ins]",
+        ),
+    ] = False,
 ) -> None:
     """Deploy to a fresh local Debian 12 host, run the host checks, deploy again (must change nothing)."""
     out = stderr if as_json else Console(highlight=False)
@@ -147,6 +154,7 @@ def rehearse_command(
             deploy,
             project_root=project_root,
             keep=keep,
+            real_secrets=real_secrets,
             progress=progress,
         )
 
