@@ -244,7 +244,7 @@ def testhost_down(
 DEPLOY_EPILOG = (
     "Exit codes: 0 succeeded, skipped_stale or superseded; the command's own code when it failed; "
     "2 usage or configuration error; 3 refused; 4 timeout; 5 lease_lost; 6 service unreachable; "
-    "130 withdrawn or cancelled by a signal."
+    "130 withdrawn or cancelled by a signal (COMMAND gets SIGINT/SIGTERM, then SIGKILL after --grace-seconds)."
 )
 
 
@@ -302,6 +302,9 @@ def deploy_command(
         bool, typer.Option("--allow-rollback", help="Deploy a commit that diverged from the deployed one.")
     ] = False,
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    grace_seconds: Annotated[
+        float, typer.Option(help="After a signal, seconds COMMAND gets to stop before SIGKILL ends its process group.")
+    ] = 30.0,
     as_json: Annotated[bool, typer.Option("--json", help="End stdout with one JSON line: the result.")] = False,
     via_ssh: Annotated[
         str | None, typer.Option(help="Reach the lock service on this SSH host through a tunnel.")
@@ -323,6 +326,7 @@ def deploy_command(
         options = DeployOptions(
             env=env, commit=commit, command=command, repo_dir=repo_dir.absolute(), queue_policy=queue_policy,
             lease_ttl=lease_ttl, wait_timeout=wait_timeout, allow_rollback=allow_rollback, reason=reason,
+            grace_seconds=grace_seconds,
         )  # fmt: skip
         with _client(lock_url, token_file, via_ssh) as client:
             return run_deploy(options, client, progress)

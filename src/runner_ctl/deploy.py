@@ -1,9 +1,15 @@
 """``runner-ctl deploy``: wait for the environment's lock, guard against stale commits, run, record.
 
-Flow: enqueue -> long-poll until granted -> at the grant, the stale guard (git ancestry
-against the last successfully deployed commit) and the queue policy -> run COMMAND with
-its output streamed while a heartbeat thread renews the lease every TTL/3 -> report the
-outcome, which releases the lock to the next request at once.
+Flow: enqueue -> long-poll until granted -> from the grant on, a heartbeat thread renews the
+lease every TTL/3 -> the stale guard (git ancestry against the last successfully deployed
+commit, fetching history if needed) and the queue policy -> run COMMAND in its own process
+group with its output streamed -> stop and join the heartbeat -> report the outcome, which
+releases the lock to the next request at once.
+
+SIGINT/SIGTERM are handled from before the request is queued until the outcome is reported, so
+a signal at any moment leaves nothing held or queued: a queued request is withdrawn, a granted
+one is finished as ``cancelled``, and a running COMMAND gets the signal, then SIGKILL for its
+whole process group after the grace period.
 
 Exit codes: 0 succeeded, skipped_stale or superseded; COMMAND's own code when it failed;
 2 usage or configuration error; 3 refused; 4 timeout; 5 lease_lost; 6 service unreachable;
@@ -11,20 +17,21 @@ Exit codes: 0 succeeded, skipped_stale or superseded; COMMAND's own code when it
 """
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from runner_ctl.errors import RunnerCtlError, UsageError
-from runner_ctl.gitrepo import AncestryUnavailableError, GitRepo
-from runner_ctl.lock.client import LeaseLost, LockClient, ServiceUnreachableError
+from runner_ctl.gitrepo import GitRepo
+from runner_ctl.lock.client import LeaseLost, LockClient
 from runner_ctl.lock.states import Outcome, validate_env
 
 __all__ = ["EXIT_CODES", "DeployOptions", "DeployResult", "run_deploy"]
@@ -41,6 +48,8 @@ EXIT_CODES: dict[str, int] = {
     "expired": 5,
 }
 GRACE_SECONDS = 30.0
+MAX_WAIT_TIMEOUT = 7 * 24 * 3600.0
+POLL_SECONDS = 0.1  # how often the COMMAND wait loop looks at signals and the grace deadline
 Progress = Callable[[str], None]
 
 
@@ -78,7 +87,12 @@ class DeployResult:
 
 
 class _InterruptedError(Exception):
-    """A signal arrived while waiting for the lock."""
+    """A signal arrived inside an interruptible stretch (waiting for the lock, the stale guard)."""
+
+
+def _check_seconds(flag: str, value: float, low: float, high: float) -> None:
+    if not (math.isfinite(value) and low <= value <= high):
+        raise UsageError(f"{flag} {value:g} is out of range; expected {low:g} to {high:g} seconds")
 
 
 def _validate(options: DeployOptions) -> None:
@@ -88,38 +102,104 @@ def _validate(options: DeployOptions) -> None:
         raise UsageError(f"--env: {error}") from None
     if options.queue_policy not in ("latest", "all"):
         raise UsageError(f"--queue-policy {options.queue_policy!r} is invalid; expected 'latest' or 'all'")
-    if not 3 <= options.lease_ttl <= 3600:
-        raise UsageError(f"--lease-ttl {options.lease_ttl:g} is out of range; expected 3 to 3600 seconds")
-    if options.wait_timeout is not None and options.wait_timeout < 0:
-        raise UsageError(f"--wait-timeout {options.wait_timeout:g} is negative; expected seconds >= 0")
+    _check_seconds("--lease-ttl", options.lease_ttl, 3, 3600)
+    if options.wait_timeout is not None:
+        _check_seconds("--wait-timeout", options.wait_timeout, 0, MAX_WAIT_TIMEOUT)
+    _check_seconds("--grace-seconds", options.grace_seconds, 0, 3600)
     if not options.command:
         raise UsageError("no COMMAND to run; put it after '--', e.g. runner-ctl deploy ... -- ./deploy.sh")
     if len(options.reason) > 500:
         raise UsageError("--reason is longer than 500 characters")
 
 
+class _Signals:
+    """SIGINT/SIGTERM for the whole deploy, installed before anything is queued.
+
+    The handler only records the signal, except in two places: inside ``interruptible()`` (the
+    long-poll and the stale guard, where giving up early is safe because the request id is known)
+    it raises once; once COMMAND runs it forwards the signal to COMMAND's process group. It never
+    prints: a write to stderr from a handler can collide with the write it interrupted."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.group: int | None = None
+        self._raise = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Signals":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self.group is not None:
+            self.send(signum)
+        elif self._raise:
+            self._raise = False  # a second signal is only noted, never a second exception
+            raise _InterruptedError
+
+    def send(self, signum: int) -> None:
+        if self.group is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.group, signum)
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        self._raise = True
+        try:
+            if self.received:
+                self._raise = False
+                raise _InterruptedError
+            yield
+        finally:
+            self._raise = False
+
+
 class _Heartbeat(threading.Thread):
-    """Renews the lease every TTL/3 while COMMAND runs; rides out an unreachable service."""
+    """Renews the lease every TTL/3 from the grant until stopped. A failed renewal is announced at
+    once and retried; when none has succeeded for a whole TTL, the lease is treated as lost."""
 
     def __init__(self, client: LockClient, request_id: int, fencing_token: int, ttl: float, progress: Progress) -> None:
         super().__init__(name="runner-ctl-heartbeat", daemon=True)
         self.client, self.request_id, self.fencing_token = client, request_id, fencing_token
-        self.interval = ttl / 3
+        self.ttl, self.interval = ttl, ttl / 3
         self.progress = progress
-        self.stop = threading.Event()
+        self.stopping = threading.Event()
         self.lost: str | None = None
+        self.last_renewal = time.monotonic()  # the grant renews nothing, but the lease starts there
 
     def run(self) -> None:
-        while not self.stop.wait(self.interval):
+        delay = self.interval
+        while not self.stopping.wait(delay):
             try:
                 self.client.heartbeat(self.request_id, self.fencing_token)
             except LeaseLost as error:
                 self.lost = error.message
                 self.progress(f"warning: {error.message}; another deploy may now hold the environment")
                 return
-            except ServiceUnreachableError as error:
-                # Keep COMMAND running and keep trying: the lease may well survive a short outage.
-                self.progress(f"warning: lease renewal failed, retrying: {error.message}")
+            except Exception as error:  # any failed renewal must be seen; it never ends the thread
+                # Only our own errors' messages are known to be free of header values.
+                why = error.message if isinstance(error, RunnerCtlError) else f"unexpected {type(error).__name__}"
+                if time.monotonic() - self.last_renewal >= self.ttl:
+                    self.lost = f"no lease renewal succeeded for {self.ttl:g} s ({why})"
+                    self.progress(f"warning: {self.lost}; treating the lease as lost")
+                    return
+                self.progress(f"warning: lease renewal failed, retrying: {why}")
+                delay = min(self.interval, 1.0)
+                continue
+            self.last_renewal = time.monotonic()
+            delay = self.interval
+
+    def halt(self) -> None:
+        """Stop renewing and wait for a renewal in flight, so none reaches the service after the finish."""
+        self.stopping.set()
+        if self.is_alive():
+            self.join()
 
 
 def _wait_for_grant(
@@ -139,34 +219,16 @@ def _wait_for_grant(
     return request
 
 
-def _run_command(
-    options: DeployOptions, env: dict[str, str], heartbeat: _Heartbeat, progress: Progress
-) -> tuple[int, bool]:
-    """Run COMMAND (output streamed); forward SIGINT/SIGTERM to it. Returns (exit code, cancelled)."""
-    process = subprocess.Popen(list(options.command), env=env)
-    received: list[int] = []
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        progress(f"signal {signum}: forwarding it to the deploy command, then {options.grace_seconds:g} s grace")
-        if process.poll() is None:
-            process.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    heartbeat.start()
-    try:
-        while True:
-            try:
-                code = process.wait(timeout=options.grace_seconds if received else None)
-                break
-            except subprocess.TimeoutExpired:
-                progress("the deploy command outlived its grace period; killing it")
-                process.kill()
-    finally:
-        heartbeat.stop.set()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return (128 - code if code < 0 else code), bool(received)
+def _release(client: LockClient, request_id: int, outcome: str, detail: str) -> str:
+    """Leave the queue, or if the request was granted meanwhile, finish it: nothing stays held.
+    Returns the status to report."""
+    left = client.withdraw(request_id, outcome if outcome == "timeout" else "withdrawn")
+    if left.get("state") == "granted":
+        with contextlib.suppress(LeaseLost):
+            client.finish(request_id, fencing_token=int(left["fencing_token"]), outcome=str(Outcome.CANCELLED),
+                          exit_code=None, rollback=False, detail=detail)  # fmt: skip
+        return "cancelled"
+    return outcome
 
 
 def run_deploy(options: DeployOptions, client: LockClient, progress: Progress) -> DeployResult:
@@ -177,39 +239,39 @@ def run_deploy(options: DeployOptions, client: LockClient, progress: Progress) -
     commit = repo.resolve(options.commit)
     result = DeployResult(env=options.env, commit=commit, status="")
     started = time.monotonic()
-
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        raise _InterruptedError
-
-    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
-    request: dict[str, Any] | None = None
-    try:
+    with _Signals() as signals:
+        if signals.received:
+            result.status = "withdrawn"
+            return _finish_result(result, started)
+        # Not interruptible: the service may create the request before its answer arrives, and the
+        # id in that answer is what a withdrawal needs. A signal meanwhile is acted on just below.
         request = client.enqueue(
-            options.env,
-            commit=commit,
-            reason=options.reason,
-            queue_policy=options.queue_policy,
+            options.env, commit=commit, reason=options.reason, queue_policy=options.queue_policy,
             lease_ttl=options.lease_ttl,
-        )
+        )  # fmt: skip
         result.deploy_id = request["id"]
-        request = _wait_for_grant(client, request, options, progress)
-    except _InterruptedError:
-        if request is not None:
-            client.withdraw(request["id"], "withdrawn")
-        result.status = "withdrawn"
-        return _finish_result(result, started)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    result.queued_seconds = time.monotonic() - started
-    if request["state"] == "queued":
-        client.withdraw(request["id"], "timeout")
-        result.status = "timeout"
-        return _finish_result(result, None)
-    if request["state"] == "done":  # the service ended it while we waited (our lease ran out)
-        result.status = "lease_lost"
-        return _finish_result(result, None)
-    return _holding(options, client, repo, request, result, progress)
+        try:
+            with signals.interruptible():
+                request = _wait_for_grant(client, request, options, progress)
+        except _InterruptedError:
+            pass
+        if signals.received:
+            progress(f"signal {signals.received[0]}: leaving the queue")
+            result.status = _release(client, result.deploy_id, "withdrawn", "signalled before the deploy began")
+            return _finish_result(result, started)
+        result.queued_seconds = time.monotonic() - started
+        if request["state"] == "queued":
+            left = client.withdraw(request["id"], "timeout")
+            if left.get("state") != "granted":
+                result.status = "timeout"
+                return _finish_result(result, None)
+            request = left  # granted just as the wait ran out: take it
+        if request["state"] == "done":  # the service ended it while we waited (our lease ran out)
+            result.status = "lease_lost"
+            return _finish_result(result, None)
+        heartbeat = _Heartbeat(client, request["id"], int(request["fencing_token"]), options.lease_ttl, progress)
+        heartbeat.start()
+        return _holding(options, client, repo, request, result, progress, heartbeat, signals)
 
 
 def _finish_result(result: DeployResult, started: float | None) -> DeployResult:
@@ -219,6 +281,45 @@ def _finish_result(result: DeployResult, started: float | None) -> DeployResult:
     return result
 
 
+@dataclass
+class _Verdict:
+    outcome: Outcome
+    detail: str
+    exit_code: int | None = None
+    rollback: bool = False
+
+
+def _stale_guard(
+    options: DeployOptions, repo: GitRepo, request: dict[str, Any], commit: str, progress: Progress
+) -> _Verdict | bool:
+    """Why not to deploy, or whether deploying is a rollback."""
+    last = request["previous_commit"]
+    rollback = False
+    try:
+        if last:
+            relation = repo.relation(commit, last)
+            if relation.candidate_is_ancestor:
+                progress(f"skipping: {commit[:12]} is older than the deployed {last[:12]}")
+                return _Verdict(Outcome.SKIPPED_STALE, f"ancestor of the deployed {last}")
+            if relation.diverged:
+                if not options.allow_rollback:
+                    progress(
+                        f"refusing: {commit[:12]} and the deployed {last[:12]} have diverged; "
+                        "pass --allow-rollback to deploy it anyway"
+                    )
+                    return _Verdict(Outcome.REFUSED, f"diverged from the deployed {last}")
+                rollback = True
+        if options.queue_policy == "latest":
+            newer = next((c for c in request["queued_behind"] if repo.is_strict_descendant(c, of=commit)), None)
+            if newer:
+                progress(f"superseded: {newer[:12]}, a descendant, is queued behind")
+                return _Verdict(Outcome.SUPERSEDED, f"descendant {newer} queued behind")
+    except RunnerCtlError as error:  # the history is unavailable, or git itself failed
+        progress(f"refusing: {error.message}")
+        return _Verdict(Outcome.REFUSED, error.message)
+    return rollback
+
+
 def _holding(
     options: DeployOptions,
     client: LockClient,
@@ -226,50 +327,68 @@ def _holding(
     request: dict[str, Any],
     result: DeployResult,
     progress: Progress,
+    heartbeat: _Heartbeat,
+    signals: _Signals,
 ) -> DeployResult:
     token = int(request["fencing_token"])
-    last = request["previous_commit"]
-    result.fencing_token, result.previous_commit = token, last
-    commit = result.commit
-
-    def report(outcome: Outcome, detail: str, exit_code: int | None = None, rollback: bool = False) -> DeployResult:
-        try:
-            client.finish(
-                request["id"], fencing_token=token, outcome=str(outcome), exit_code=exit_code, rollback=rollback,
-                detail=detail,
-            )  # fmt: skip
-            result.status = str(outcome)
-        except LeaseLost:
-            result.status = "lease_lost"
-        if result.status == "failed":
-            result.exit_code = exit_code if exit_code else 1
-        else:
-            result.exit_code = EXIT_CODES.get(result.status, 0)
-        return result
-
-    rollback = False
+    result.fencing_token, result.previous_commit = token, request["previous_commit"]
     try:
-        if last:
-            relation = repo.relation(commit, last)
-            if relation.candidate_is_ancestor:
-                progress(f"skipping: {commit[:12]} is older than the deployed {last[:12]}")
-                return report(Outcome.SKIPPED_STALE, f"ancestor of the deployed {last}")
-            if relation.diverged:
-                if not options.allow_rollback:
-                    progress(
-                        f"refusing: {commit[:12]} and the deployed {last[:12]} have diverged; "
-                        "pass --allow-rollback to deploy it anyway"
-                    )
-                    return report(Outcome.REFUSED, f"diverged from the deployed {last}")
-                rollback = True
-        if options.queue_policy == "latest":
-            newer = next((c for c in request["queued_behind"] if repo.is_strict_descendant(c, of=commit)), None)
-            if newer:
-                progress(f"superseded: {newer[:12]}, a descendant, is queued behind")
-                return report(Outcome.SUPERSEDED, f"descendant {newer} queued behind")
-    except AncestryUnavailableError as error:
-        progress(f"refusing: {error.message}")
-        return report(Outcome.REFUSED, error.message)
+        verdict = _hold(options, repo, request, result, progress, heartbeat, signals)
+    except BaseException:
+        # A bug: still release the lock rather than leave it to expire, then let the error show.
+        heartbeat.halt()
+        with contextlib.suppress(Exception):
+            client.finish(request["id"], fencing_token=token, outcome=str(Outcome.FAILED), exit_code=None,
+                          rollback=False, detail="runner-ctl failed unexpectedly")  # fmt: skip
+        raise
+    heartbeat.halt()
+    if heartbeat.lost:
+        result.status, result.exit_code = "lease_lost", EXIT_CODES["lease_lost"]
+        # The audit trail still learns how the command ended, but never as a success: another
+        # deploy may have run meanwhile, so this one must not count as the deployed commit.
+        with contextlib.suppress(RunnerCtlError):
+            client.finish(request["id"], fencing_token=token, outcome=str(Outcome.FAILED),
+                          exit_code=verdict.exit_code, rollback=verdict.rollback,
+                          detail=f"lease lost ({heartbeat.lost}); {verdict.outcome}: {verdict.detail}")  # fmt: skip
+        return result
+    try:
+        client.finish(request["id"], fencing_token=token, outcome=str(verdict.outcome), exit_code=verdict.exit_code,
+                      rollback=verdict.rollback, detail=verdict.detail)  # fmt: skip
+        result.status = str(verdict.outcome)
+    except LeaseLost:
+        result.status = "lease_lost"
+    if result.status == "failed":
+        result.exit_code = verdict.exit_code or 1
+    else:
+        result.exit_code = EXIT_CODES.get(result.status, 0)
+    return result
+
+
+def _hold(
+    options: DeployOptions,
+    repo: GitRepo,
+    request: dict[str, Any],
+    result: DeployResult,
+    progress: Progress,
+    heartbeat: _Heartbeat,
+    signals: _Signals,
+) -> _Verdict:
+    """From the grant to COMMAND's end, with the heartbeat running: what to report."""
+    commit, last, token = result.commit, request["previous_commit"], int(request["fencing_token"])
+    guard: _Verdict | bool = False
+    try:
+        with signals.interruptible():
+            guard = _stale_guard(options, repo, request, commit, progress)
+    except _InterruptedError:
+        pass
+    if signals.received:
+        progress(f"signal {signals.received[0]}: cancelled before the deploy command started")
+        return _Verdict(Outcome.CANCELLED, "signalled before the deploy command started")
+    if isinstance(guard, _Verdict):
+        return guard
+    rollback = guard
+    if heartbeat.lost:
+        return _Verdict(Outcome.FAILED, "the lease was lost before the deploy command started")
 
     env = {k: v for k, v in os.environ.items() if k != "RUNNER_CTL_LOCK_TOKEN"}  # never hand the secret on
     env.update(
@@ -280,23 +399,69 @@ def _holding(
         RUNNER_CTL_FENCING_TOKEN=str(token),
     )
     progress(f"deploying {commit[:12]} to {options.env} (fencing token {token}{', rollback' if rollback else ''})")
-    heartbeat = _Heartbeat(client, request["id"], token, options.lease_ttl, progress)
     started = time.monotonic()
     try:
-        code, cancelled = _run_command(options, env, heartbeat, progress)
+        code, cancelled = _run_command(options, env, signals, progress)
     except OSError as error:
         result.run_seconds = time.monotonic() - started
-        return report(Outcome.FAILED, f"could not start the command: {error}", exit_code=127)
+        return _Verdict(Outcome.FAILED, f"could not start the command: {error}", exit_code=127)
     result.run_seconds = time.monotonic() - started
-    if heartbeat.lost:
-        result.status, result.exit_code = "lease_lost", EXIT_CODES["lease_lost"]
-        # The audit trail still learns how the command ended (the service records it as lease_lost).
-        with contextlib.suppress(RunnerCtlError):
-            client.finish(request["id"], fencing_token=token, outcome="failed" if code else "succeeded",
-                          exit_code=code, rollback=rollback, detail="finished after its lease was lost")  # fmt: skip
-        return result
     if cancelled:
-        return report(Outcome.CANCELLED, f"signalled; the command exited {code}", exit_code=code)
+        return _Verdict(Outcome.CANCELLED, f"signalled; the command exited {code}", exit_code=code)
     if code == 0:
-        return report(Outcome.SUCCEEDED, "", exit_code=0, rollback=rollback)
-    return report(Outcome.FAILED, f"the command exited {code}", exit_code=code, rollback=rollback)
+        return _Verdict(Outcome.SUCCEEDED, "", exit_code=0, rollback=rollback)
+    return _Verdict(Outcome.FAILED, f"the command exited {code}", exit_code=code, rollback=rollback)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run_command(
+    options: DeployOptions, env: dict[str, str], signals: _Signals, progress: Progress
+) -> tuple[int, bool]:
+    """Run COMMAND (output streamed) in its own process group; signals go to that group, and after
+    the grace period SIGKILL does. Returns (exit code, cancelled)."""
+    process = subprocess.Popen(list(options.command), env=env, start_new_session=True)
+    signals.group = process.pid
+    if signals.received:  # arrived while COMMAND was starting: it gets it now
+        signals.send(signals.received[-1])
+    noted = 0
+    deadline: float | None = None
+    killed = False
+    try:
+        while True:
+            try:
+                code = process.wait(timeout=POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if len(signals.received) > noted:
+                noted = len(signals.received)
+                if deadline is None:
+                    deadline = time.monotonic() + options.grace_seconds
+                    progress(
+                        f"signal {signals.received[0]}: forwarded to the deploy command, "
+                        f"then {options.grace_seconds:g} s grace"
+                    )
+                else:
+                    progress(f"signal {signals.received[-1]}: forwarded too; the grace period still ends as set")
+            if deadline is not None and not killed and time.monotonic() >= deadline:
+                progress("the deploy command outlived its grace period; killing its process group")
+                signals.send(signal.SIGKILL)
+                killed = True
+        if signals.received:
+            # COMMAND's children may outlive it: they get the rest of the grace, then SIGKILL.
+            end = time.monotonic() + options.grace_seconds if deadline is None else deadline
+            while _group_alive(process.pid) and time.monotonic() < end:
+                time.sleep(POLL_SECONDS)
+            signals.send(signal.SIGKILL)
+    finally:
+        signals.group = None
+    return (128 - code if code < 0 else code), bool(signals.received)
