@@ -41,7 +41,8 @@ def recorded(log: Path) -> list[dict[str, Any]]:
 
 def slow_clone(history: History, path: Path, delay: float) -> History:
     """A depth-1 clone whose every fetch from origin first sleeps ``delay`` seconds (a slow remote)."""
-    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{history.origin}", str(path)], check=True, timeout=60)
+    clone = ["git", "clone", "-q", "--depth", "1", f"file://{history.origin}", str(path)]
+    subprocess.run(clone, check=True, timeout=60)
     git(path, "config", "remote.origin.uploadpack", f"sleep {delay:g}; git-upload-pack")
     return History(history.origin, path, history.commits)
 

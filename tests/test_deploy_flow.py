@@ -3,6 +3,7 @@
 Against a real lock service process on loopback and real git repositories (a slow origin is a
 real one whose upload-pack sleeps first)."""
 
+import functools
 import itertools
 import signal
 import subprocess
@@ -30,7 +31,12 @@ from tests.lockfixtures import History, LockService, history, lock_service, wait
 
 __all__ = ["history", "lock_service"]  # fixtures, imported to be found
 
-GATE = "import os, sys, time\ndeadline = time.time() + 120\nwhile not os.path.exists(sys.argv[1]) and time.time() < deadline:\n    time.sleep(0.05)\n"
+GATE = (
+    "import os, sys, time\n"
+    "deadline = time.time() + 120\n"
+    "while not os.path.exists(sys.argv[1]) and time.time() < deadline:\n"
+    "    time.sleep(0.05)\n"
+)
 
 
 def gated(gate: Path) -> list[str]:
@@ -123,13 +129,13 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_grace_period(
         with deploys() as started:
             running = Deploy(lock_service.env(), history.clone, history.commits["c2"], stubborn, "--grace-seconds", "1")
             started.append(running)
-            wait_for(lambda: parent.exists() and child.exists() and child.read_text().strip() != "", "the pid files")
+            wait_for(lambda: all(f.exists() and f.read_text().strip() for f in (parent, child)), "the pid files")
             pids = [int(parent.read_text()), int(child.read_text())]
             running.signal(signal.SIGTERM)
             code, result, stderr = running.result(timeout=60)
         assert (code, result.get("status")) == (130, "cancelled"), stderr
         for pid in pids:
-            wait_for(lambda pid=pid: process_gone(pid), f"process {pid} (COMMAND's group) to be gone", 10)
+            wait_for(functools.partial(process_gone, pid), f"process {pid} (COMMAND's group) to be gone", 10)
         assert "grace" in stderr
         assert_free(lock_service)
         deploy_now(lock_service, history, history.commits["c3"])
