@@ -95,19 +95,19 @@ class Deploy:
         last = self._stdout[-1] if self._stdout else ""
         return code, (json.loads(last) if last.startswith("{") else {}), "\n".join(self.lines)
 
-    def _close(self) -> None:
-        for reader in self._readers:
-            reader.join(timeout=30)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
+    def _close(self, wait: float = 30) -> None:
+        for reader, stream in zip(self._readers, (self.process.stderr, self.process.stdout), strict=True):
+            reader.join(timeout=wait)
+            # A stream still read (an orphaned COMMAND holds it open) is left to its daemon reader:
+            # closing it would block until that read returns.
+            if stream is not None and not reader.is_alive():
                 stream.close()
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
-        if self.process.stdout is not None and not self.process.stdout.closed:
-            self._close()
+        self._close(wait=5)
 
 
 @contextlib.contextmanager

@@ -65,6 +65,16 @@ def deploy_now(service: LockService, history: History, commit: str) -> None:
     assert (code, result.get("status")) == (0, "succeeded"), stderr
 
 
+def interrupt(deploy: Deploy, signals: list[int], status: str) -> None:
+    """Signal a deploy (one signal, or two in quick succession): it ends with exit 130 and
+    ``status`` within a bounded time, and without a traceback."""
+    for sig in signals:
+        deploy.signal(sig)
+    code, result, stderr = deploy.result(timeout=60)
+    assert (code, result.get("status")) == (130, status), stderr
+    assert "Traceback" not in stderr
+
+
 def test_the_lease_covers_a_slow_fetch_in_the_stale_guard(
     lock_service: LockService, history: History, tmp_path: Path
 ) -> None:
@@ -192,11 +202,7 @@ def test_a_signal_while_waiting_withdraws(lock_service: LockService, history: Hi
         waiting = Deploy(lock_service.env(), history.clone, history.commits["c3"], ["true"])
         started.append(waiting)
         waiting.wait_line("waiting for production")
-        waiting.signal(signal.SIGINT)
-        waiting.signal(signal.SIGTERM)
-        code, result, stderr = waiting.result()
-        assert (code, result.get("status")) == (130, "withdrawn"), stderr
-        assert "Traceback" not in stderr
+        interrupt(waiting, [signal.SIGINT, signal.SIGTERM], "withdrawn")
         assert queued(lock_service) == 0
         gate.touch()
         assert holding.result()[0] == 0
@@ -219,11 +225,7 @@ def test_a_signal_during_the_stale_guard_releases_the_lease(
         started.append(guarded)
         wait_for(lambda: holder_id(lock_service) is not None, "the grant")
         settle(1.0)  # into the fetch
-        for sig in signals:
-            guarded.signal(sig)
-        code, result, stderr = guarded.result(timeout=60)
-    assert (code, result.get("status")) == (130, "cancelled"), stderr
-    assert "Traceback" not in stderr
+        interrupt(guarded, signals, "cancelled")
     assert recorded(log) == []  # the command never started
     assert_free(lock_service)
     deploy_now(lock_service, history, history.commits["c4"])
@@ -238,11 +240,7 @@ def test_a_signal_while_the_command_runs_cancels_and_releases(
         running = Deploy(lock_service.env(), history.clone, history.commits["c2"], sleeper, "--lease-ttl", "60")
         started.append(running)
         running.wait_line("deploying")
-        for sig in signals:
-            running.signal(sig)
-        code, result, stderr = running.result(timeout=60)
-    assert (code, result.get("status")) == (130, "cancelled"), stderr
-    assert "Traceback" not in stderr
+        interrupt(running, signals, "cancelled")
     assert_free(lock_service)
     deploy_now(lock_service, history, history.commits["c2"])
 

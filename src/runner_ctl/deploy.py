@@ -219,16 +219,16 @@ def _wait_for_grant(
     return request
 
 
-def _release(client: LockClient, request_id: int, outcome: str, detail: str) -> str:
-    """Leave the queue, or if the request was granted meanwhile, finish it: nothing stays held.
-    Returns the status to report."""
-    left = client.withdraw(request_id, outcome if outcome == "timeout" else "withdrawn")
+def _release(client: LockClient, request_id: int) -> str:
+    """After a signal before the deploy began: leave the queue, or if the request was granted
+    meanwhile, finish it as cancelled, so nothing stays held. Returns the status to report."""
+    left = client.withdraw(request_id, "withdrawn")
     if left.get("state") == "granted":
         with contextlib.suppress(LeaseLost):
             client.finish(request_id, fencing_token=int(left["fencing_token"]), outcome=str(Outcome.CANCELLED),
-                          exit_code=None, rollback=False, detail=detail)  # fmt: skip
+                          exit_code=None, rollback=False, detail="signalled before the deploy began")  # fmt: skip
         return "cancelled"
-    return outcome
+    return "withdrawn"
 
 
 def run_deploy(options: DeployOptions, client: LockClient, progress: Progress) -> DeployResult:
@@ -257,7 +257,7 @@ def run_deploy(options: DeployOptions, client: LockClient, progress: Progress) -
             pass
         if signals.received:
             progress(f"signal {signals.received[0]}: leaving the queue")
-            result.status = _release(client, result.deploy_id, "withdrawn", "signalled before the deploy began")
+            result.status = _release(client, result.deploy_id)
             return _finish_result(result, started)
         result.queued_seconds = time.monotonic() - started
         if request["state"] == "queued":
@@ -271,7 +271,7 @@ def run_deploy(options: DeployOptions, client: LockClient, progress: Progress) -
             return _finish_result(result, None)
         heartbeat = _Heartbeat(client, request["id"], int(request["fencing_token"]), options.lease_ttl, progress)
         heartbeat.start()
-        return _holding(options, client, repo, request, result, progress, heartbeat, signals)
+        return _holding(_Held(options, client, repo, request, result, progress, heartbeat, signals))
 
 
 def _finish_result(result: DeployResult, started: float | None) -> DeployResult:
@@ -320,20 +320,26 @@ def _stale_guard(
     return rollback
 
 
-def _holding(
-    options: DeployOptions,
-    client: LockClient,
-    repo: GitRepo,
-    request: dict[str, Any],
-    result: DeployResult,
-    progress: Progress,
-    heartbeat: _Heartbeat,
-    signals: _Signals,
-) -> DeployResult:
+@dataclass
+class _Held:
+    """A granted request and what acts on it until the finish."""
+
+    options: DeployOptions
+    client: LockClient
+    repo: GitRepo
+    request: dict[str, Any]
+    result: DeployResult
+    progress: Progress
+    heartbeat: _Heartbeat
+    signals: _Signals
+
+
+def _holding(held: _Held) -> DeployResult:
+    client, request, result, heartbeat = held.client, held.request, held.result, held.heartbeat
     token = int(request["fencing_token"])
     result.fencing_token, result.previous_commit = token, request["previous_commit"]
     try:
-        verdict = _hold(options, repo, request, result, progress, heartbeat, signals)
+        verdict = _hold(held)
     except BaseException:
         # A bug: still release the lock rather than leave it to expire, then let the error show.
         heartbeat.halt()
@@ -364,16 +370,10 @@ def _holding(
     return result
 
 
-def _hold(
-    options: DeployOptions,
-    repo: GitRepo,
-    request: dict[str, Any],
-    result: DeployResult,
-    progress: Progress,
-    heartbeat: _Heartbeat,
-    signals: _Signals,
-) -> _Verdict:
+def _hold(held: _Held) -> _Verdict:
     """From the grant to COMMAND's end, with the heartbeat running: what to report."""
+    options, repo, request, result = held.options, held.repo, held.request, held.result
+    progress, heartbeat, signals = held.progress, held.heartbeat, held.signals
     commit, last, token = result.commit, request["previous_commit"], int(request["fencing_token"])
     guard: _Verdict | bool = False
     try:
