@@ -154,11 +154,17 @@ def kill_pids(*pids: int) -> None:
 class Relay:
     """An HTTP relay on loopback in front of the lock service. ``before_answer`` runs once, after
     the service has answered the first request whose path ends with ``hold_path`` and before that
-    answer is passed on: the request exists at the service, but its client does not know it yet."""
+    answer is passed on: the request exists at the service, but its client does not know it yet.
+    Requests whose path ends with ``refuse`` get a 404 HTML page instead, as from a proxy routing
+    them nowhere."""
 
-    def __init__(self, upstream: str, hold_path: str, before_answer: Callable[[], None]) -> None:
+    def __init__(
+        self, upstream: str, hold_path: str = "", before_answer: Callable[[], None] = lambda: None,
+        refuse: str | None = None,
+    ) -> None:  # fmt: skip
         self.port = free_port()
         self.held = threading.Event()
+        self.refused = 0
         relay = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -167,19 +173,27 @@ class Relay:
 
             def _relay(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = self.path.split("?")[0]
+                if refuse is not None and path.endswith(refuse):
+                    relay.refused += 1
+                    self._answer(404, "text/html", b"<html><body><h1>404 Not Found</h1></body></html>")
+                    return
                 keep = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 answer = httpx.request(
                     self.command, upstream + self.path, headers=keep, content=body, timeout=60
                 )  # fmt: skip
-                if self.path.split("?")[0].endswith(hold_path) and not relay.held.is_set():
+                if hold_path and path.endswith(hold_path) and not relay.held.is_set():
                     relay.held.set()
                     before_answer()
-                self.send_response(answer.status_code)
-                self.send_header("Content-Type", answer.headers.get("content-type", "application/json"))
-                self.send_header("Content-Length", str(len(answer.content)))
+                self._answer(answer.status_code, answer.headers.get("content-type", "application/json"), answer.content)
+
+            def _answer(self, status: int, content_type: str, content: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(content)))
                 self.send_header("Connection", "close")
                 self.end_headers()
-                self.wfile.write(answer.content)
+                self.wfile.write(content)
                 self.close_connection = True
 
             do_GET = do_POST = _relay  # noqa: N815 - http.server's naming

@@ -21,6 +21,7 @@ from tests.deployfixtures import (
     assert_free,
     deploys,
     kill_pids,
+    lock_state,
     process_gone,
     record,
     recorded,
@@ -127,6 +128,29 @@ def test_rejected_renewals_warn_at_once_and_end_as_lease_lost(
     assert (code, result.get("status")) == (5, "lease_lost"), stderr
     assert "Traceback" not in stderr and "Exception in thread" not in stderr
     assert "rotated-" not in stderr
+
+
+def test_heartbeats_answered_with_a_404_page_end_as_lease_lost_never_success(
+    lock_service: LockService, history: History, tmp_path: Path
+) -> None:
+    """Between the deploy and the service, something answers renewals with a 404 HTML page (not
+    the service's JSON): the deploy warns at once, then gives the lease up and does not report
+    its command's success, which the service must not count as the deployed commit either."""
+    gate = tmp_path / "gate"
+    with deploys() as started, Relay(lock_service.url, refuse="/heartbeat") as relay:
+        env = {**lock_service.env(), "RUNNER_CTL_LOCK_URL": relay.url}
+        running = Deploy(env, history.clone, history.commits["c2"], gated(gate), "--lease-ttl", "3")
+        started.append(running)
+        running.wait_line("warning: lease renewal failed", seconds=30)
+        assert running.process.poll() is None  # the warning came while the command still ran
+        running.wait_line("treating the lease as lost", seconds=30)
+        gate.touch()
+        code, result, stderr = running.result()
+        assert relay.refused >= 1
+    assert (code, result.get("status")) == (5, "lease_lost"), stderr
+    assert "Traceback" not in stderr and "Exception in thread" not in stderr
+    assert lock_state(lock_service)["last_commit"] is None
+    assert_free(lock_service)
 
 
 def test_a_command_that_ignores_sigterm_is_killed_after_the_grace_period(
