@@ -2,24 +2,54 @@
 
 Apart from cli.py so that command modules kept in their own packages (latency/) use the
 same mechanism without importing the app that imports them.
+
+Every console here prints text as it is: no rich markup, no ``:emoji:`` codes, no
+highlighting. Messages carry user input (environment names, reasons, token file lines,
+runner labels), and ``name:secret:admin`` must not come out as an emoji nor ``[red]`` as a
+style. Styling is applied explicitly, with ``style=`` or a ``Text``, never parsed from a string.
 """
 
+import math
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
+import httpx
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from runner_ctl.errors import RunnerCtlError
+from runner_ctl.errors import RunnerCtlError, UsageError
 
-__all__ = ["fail", "guard", "print_error", "stderr"]
+__all__ = [
+    "check_http_url",
+    "check_number",
+    "check_text",
+    "fail",
+    "guard",
+    "plain_console",
+    "print_error",
+    "progress_line",
+    "stderr",
+]
 
-stderr = Console(stderr=True, highlight=False)
 T = TypeVar("T")
 
 
+def plain_console(*, stderr: bool = False, width: int | None = None) -> Console:
+    """A console that prints strings literally (see the module docstring)."""
+    return Console(stderr=stderr, width=width, highlight=False, markup=False, emoji=False)
+
+
+stderr = plain_console(stderr=True)
+
+
 def print_error(message: str) -> None:
-    stderr.print(f"runner-ctl: error: {message}", markup=False, soft_wrap=True)
+    stderr.print(f"runner-ctl: error: {message}", soft_wrap=True)
+
+
+def progress_line(prefix: str, message: str) -> None:
+    """``prefix`` dimmed, then ``message`` exactly as given, on stderr."""
+    stderr.print(Text.assemble((prefix, "dim"), " ", message), soft_wrap=True)
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -35,3 +65,36 @@ def guard(action: Callable[[], T]) -> T:
         fail(error.message, error.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+
+
+def check_text(value: str, flag: str, *, example: str) -> str:
+    """``value`` if it is non-empty, printable text; else UsageError (``example`` shows a good one)."""
+    if not value:
+        raise UsageError(f"{flag} is empty; give a value, e.g. {flag} {example}")
+    if not value.isprintable():
+        raise UsageError(f"{flag} {value!r} holds control characters (a newline?); e.g. {flag} {example}")
+    return value
+
+
+def check_number(value: float, flag: str, low: float, high: float, unit: str = "seconds") -> float:
+    """``value`` if it is a finite number from ``low`` to ``high``; else UsageError."""
+    if not (math.isfinite(value) and low <= value <= high):
+        raise UsageError(f"{flag} {value!r} is out of range; expected {unit} from {low:g} to {high:g}")
+    return value
+
+
+def check_http_url(text: str, what: str, *, example: str) -> str:
+    """``text`` if it is an http(s) URL with a host; else UsageError naming ``what``.
+
+    The URL is echoed only when it holds no user info: ``https://user:token@host`` must not
+    put the token on a terminal or into a CI log.
+    """
+    try:
+        url = httpx.URL(text)
+        valid = text.isprintable() and url.scheme in ("http", "https") and bool(url.host)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        valid = False
+    if not valid:
+        shown = repr(text) if "@" not in text else "(not shown: it holds user info)"
+        raise UsageError(f"{what} {shown} is not a valid URL; expected http(s)://HOST[:PORT][/PATH], e.g. {example}")
+    return text

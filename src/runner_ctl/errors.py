@@ -1,6 +1,14 @@
 """Errors that the CLI turns into one line on stderr and an exit code (never a traceback)."""
 
-__all__ = ["ConfigError", "PrerequisiteError", "RunnerCtlError", "StepError", "UsageError"]
+__all__ = [
+    "ConfigError",
+    "PrerequisiteError",
+    "RunnerCtlError",
+    "StepError",
+    "ToolMissingError",
+    "ToolTimeoutError",
+    "UsageError",
+]
 
 
 class RunnerCtlError(Exception):
@@ -37,5 +45,15 @@ class PrerequisiteError(RunnerCtlError):
 
 class StepError(RunnerCtlError):
     """A step of a multi-step job (such as a rehearsal) failed."""
+
+    exit_code = 1
+
+
+class ToolMissingError(PrerequisiteError):
+    """A system tool (git, pip, ssh ...) that a command runs is not installed."""
+
+
+class ToolTimeoutError(RunnerCtlError):
+    """A system tool did not finish within its time limit; it was killed."""
 
     exit_code = 1

@@ -131,7 +131,7 @@ class _GitHub:
 
 def fetch_github(repo: str, options: SourceOptions) -> list[Job]:
     """The jobs of the completed runs of ``repo`` created in the window."""
-    if not _REPO.match(repo):
+    if not _REPO.fullmatch(repo):
         raise UsageError(f"--github {repo!r} is not OWNER/REPO (for example octo-org/octo-repo)")
     window, filters = options.window, options.filters
     client = options.client(
