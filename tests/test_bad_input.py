@@ -22,9 +22,15 @@ from pathlib import Path
 
 import pytest
 
+from runner_ctl._proc import run_unchecked
+from runner_ctl.clikit import print_error, progress_line
+from runner_ctl.errors import ToolMissingError, ToolTimeoutError
+from runner_ctl.wheelhouse import build_wheelhouse
 from tests.conftest import PROJECT_ROOT
-from tests.lockfixtures import free_port
+from tests.lockfixtures import LockService, free_port, lock_service
 from tests.standins.loopback import serve_loopback
+
+__all__ = ["lock_service"]  # a fixture, imported to be found
 
 # Planted everywhere a secret can come from; no output may ever contain it.
 SECRET = "pLaNtEdSeCrEt" + secrets.token_hex(10)
@@ -354,3 +360,136 @@ def test_bad_input(case: Case, places: dict[str, str]) -> None:
         assert done.returncode == case.code, shown
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 or _is_usage_box(stderr), shown
+
+
+# ---- beyond the sweep: what the one-line mechanism prints, and what a corrupt state file may touch ----
+
+
+def test_error_and_progress_lines_print_user_text_literally(capsys: pytest.CaptureFixture[str]) -> None:
+    # rich would turn ':secret:' into an emoji and '[bold]' into a style: a token file line
+    # 'name:secret:admin' in a message must come out as written.
+    text = "token file line name:secret:admin, reason [bold]x[/bold] :thumbs_up:"
+    print_error(text)
+    progress_line("runner-ctl deploy:", text)
+    assert capsys.readouterr().err.splitlines() == [f"runner-ctl: error: {text}", f"runner-ctl deploy: {text}"]
+
+
+def test_an_emoji_code_in_an_error_reaches_the_terminal_as_typed() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "runner_ctl", "testhost", "ssh", "x:secret:y"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=CASE_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "'x:secret:y'" in done.stderr, done.stderr
+
+
+def test_history_shows_a_reason_with_markup_as_typed(lock_service: LockService) -> None:
+    reason = "[bold]hotfix[/bold] for name:secret:admin"
+    env = {**lock_service.env(), "COLUMNS": "400", "RUNNER_CTL_CACHE_DIR": str(lock_service.directory / "cache")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "runner_ctl", *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    deployed = cli("deploy", "--env", "prod", "--commit", COMMIT, "--reason", reason, "--", "true")
+    assert deployed.returncode == 0, deployed.stderr
+    shown = cli("deploy", "history", "--env", "prod")
+    assert shown.returncode == 0, shown.stderr
+    assert reason in shown.stdout, shown.stdout
+
+
+def _state(home: Path, **fields: object) -> None:
+    """A test host's state file in ``home``, as boot_host writes it, with ``fields`` changed."""
+    host = {
+        "name": home.name,
+        "address": "10.213.0.2",
+        "controller_address": "10.213.0.1",
+        "slot": 0,
+        "netns": f"runner-ctl-{home.name}",
+        "veth": f"rct-{home.name}",
+        "directory": str(home),
+        "ssh_config": str(home / "ssh_config"),
+        "ssh_key": str(home / "id_ed25519"),
+        "known_hosts": str(home / "known_hosts"),
+        "apt_repo": "/nonexistent",
+    }
+    home.mkdir(parents=True)
+    (home / "host.json").write_text(json.dumps({**host, **fields}))
+
+
+def test_a_corrupt_state_file_is_one_line_and_down_removes_only_its_own_directory(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("mine")
+    hosts = cache / "testhost" / "hosts"
+    # Damaged so that it names another directory: teardown must never remove that one.
+    _state(hosts / "bad", directory=str(victim))
+    _state(hosts / "good")
+    env = {**os.environ, "RUNNER_CTL_CACHE_DIR": str(cache)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "runner_ctl", *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    listed = cli("testhost", "list")
+    assert listed.returncode == 2
+    lines = listed.stderr.strip().splitlines()
+    assert len(lines) == 1, listed.stderr
+    assert str(hosts / "bad" / "host.json") in lines[0]
+    assert "runner-ctl testhost down bad" in lines[0]
+
+    down = cli("testhost", "down", "--all")
+    assert down.returncode == 0, down.stderr
+    assert not (hosts / "bad").exists()
+    assert not (hosts / "good").exists()
+    assert (victim / "keep").read_text() == "mine"
+
+
+def test_a_state_file_never_makes_teardown_signal_every_process(tmp_path: Path) -> None:
+    # kill(-1, SIGTERM) as root signals every process on the machine; the state is refused.
+    _state(tmp_path / "testhost" / "hosts" / "rh9", pid=-1, pid_start_time=None)
+    done = subprocess.run(
+        [sys.executable, "-m", "runner_ctl", "testhost", "list", "--json"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "RUNNER_CTL_CACHE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "pid" in done.stderr and "corrupt" in done.stderr, done.stderr
+
+
+def test_a_tool_that_is_missing_or_hangs_is_a_typed_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ToolMissingError, match="is not installed"):
+        run_unchecked([str(tmp_path / "no-such-tool")], what="running a tool", timeout=10)
+    with pytest.raises(ToolTimeoutError, match="did not finish within 0 s"):
+        run_unchecked(["sleep", "30"], what="running sleep", timeout=0.2)
+
+
+def test_pip_missing_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The wheelhouse runs pip with this interpreter; an interpreter that is gone must not be a traceback.
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python-gone"))
+    monkeypatch.setenv("RUNNER_CTL_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ToolMissingError, match="building the runner-ctl wheel failed"):
+        build_wheelhouse(PROJECT_ROOT, "x86_64")

@@ -262,6 +262,9 @@ class RestClient:
         self._pause_for_rate_limit()
         try:
             response = self._http.get(url, headers=headers)
+        except httpx.LocalProtocolError as error:
+            # Raised while writing the request: its text may quote a header, the token's included.
+            raise ApiError(f"the {self.forge} API request could not be sent ({type(error).__name__})") from None
         except httpx.TransportError as error:
             raise _RetryableError(str(error) or type(error).__name__) from None
         self._note_budget(response)
