@@ -493,3 +493,17 @@ def test_pip_missing_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("RUNNER_CTL_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(ToolMissingError, match="building the runner-ctl wheel failed"):
         build_wheelhouse(PROJECT_ROOT, "x86_64")
+
+
+@pytest.mark.parametrize("name", ["fifo", "not_utf8", "tmp"])
+def test_bin_tofu_refuses_a_lockfile_it_cannot_read_in_one_line(places: dict[str, str], name: str) -> None:
+    # bin/tofu runs src/runner_ctl/tools.py with the system python3 on its first run.
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "src" / "runner_ctl" / "tools.py"), "fetch", "--lockfile", places[name],
+         "tofu"],
+        capture_output=True, text=True, timeout=CASE_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert places[name] in done.stderr
+    assert SECRET not in done.stderr  # the non-UTF-8 file holds it
