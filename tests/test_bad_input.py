@@ -507,3 +507,34 @@ def test_bin_tofu_refuses_a_lockfile_it_cannot_read_in_one_line(places: dict[str
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert places[name] in done.stderr
     assert SECRET not in done.stderr  # the non-UTF-8 file holds it
+
+
+class _OddGitHub(BaseHTTPRequestHandler):
+    """Speaks GitHub's runs list, but with a created_at that is no date-time at all."""
+
+    def do_GET(self) -> None:
+        body = json.dumps(
+            {"total_count": 1, "workflow_runs": [{"id": 1, "status": "completed", "created_at": "yesterday-ish"}]}
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_forge_answer_with_a_bad_time_is_one_line(tmp_path: Path) -> None:
+    with serve_loopback(_OddGitHub) as port:
+        done = subprocess.run(
+            [sys.executable, "-m", "runner_ctl", "latency", "report", "--github", "octo/repo", "--since", "1d",
+             "--api-url", f"http://127.0.0.1:{port}", "--format", "json"],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=CASE_TIMEOUT_S, check=False,
+            env={**os.environ, "GITHUB_TOKEN": SECRET, "RUNNER_CTL_CACHE_DIR": str(tmp_path)},
+        )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unexpected payload" in lines[0] and "created_at" in lines[0], done.stderr
+    assert SECRET not in done.stderr + done.stdout

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from runner_ctl.errors import UsageError
 from runner_ctl.paths import open_regular
@@ -17,6 +17,7 @@ __all__ = [
     "LATEST",
     "REQUIRED_FIELDS",
     "Filters",
+    "IsoTime",
     "Job",
     "format_time",
     "job_to_json",
@@ -120,6 +121,16 @@ def _seconds(value: object) -> float:
 _Time = Annotated[float, BeforeValidator(_seconds)]
 
 
+def _checked_iso(value: str) -> str:
+    _seconds(value)
+    return value
+
+
+# A forge's date-time, kept as the text the forge sent (the API cache stores it so) but checked
+# when the answer is validated: a bad one is an unexpected payload, not a traceback later.
+IsoTime = Annotated[str, AfterValidator(_checked_iso)]
+
+
 class _JobLine(BaseModel):
     """One line of a JSONL trace: the issue's nine fields required, the rest optional."""
 
@@ -138,7 +149,7 @@ class _JobLine(BaseModel):
     run_created_at: _Time | None = None
     branch: str | None = None
     status: str | None = None
-    queued_seconds: Annotated[float, Field(ge=0)] | None = None
+    queued_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     hosted: bool | None = None
 
     def to_job(self) -> Job:
