@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from runner_ctl.clikit import check_http_url, check_number, guard, plain_console, stderr
+from runner_ctl.clikit import check_http_url, check_number, check_text, guard, plain_console, stderr
 from runner_ctl.errors import ConfigError, UsageError
 from runner_ctl.latency.api import SourceOptions
 from runner_ctl.latency.chart import check_chart_path, write_chart
@@ -184,7 +184,9 @@ def report_command(
     raise typer.Exit(code)
 
 
-def _check_flags(sources: list[object], output_format: str, chart: Path | None, options: ReportOptions) -> None:
+def _check_flags(
+    sources: list[object], output_format: str, chart: Path | None, options: ReportOptions, filters: Filters
+) -> None:
     if len(sources) != 1:
         raise UsageError("give exactly one source: --github OWNER/REPO, --gitlab PROJECT or --from-jsonl FILE")
     if output_format not in OUTPUT_FORMATS:
@@ -196,6 +198,10 @@ def _check_flags(sources: list[object], output_format: str, chart: Path | None, 
     check_number(options.target_p95, "--target-p95", 0, MAX_TARGET_P95)
     if options.target_p95 == 0:
         raise UsageError("--target-p95 must be a positive number of seconds")
+    if filters.workflow is not None:
+        check_text(filters.workflow, "--workflow", example="CI")
+    if filters.branch is not None:
+        check_text(filters.branch, "--branch", example="main")
     if chart is not None:
         check_chart_path(chart)  # before any API call: a missing matplotlib wastes none
 
@@ -218,7 +224,7 @@ def _report(
     fail_on_scale_out: bool,
 ) -> int:
     chosen_format = output_format or ("table" if sys.stdout.isatty() else "markdown")
-    _check_flags([s for s in (github, gitlab, from_jsonl) if s], chosen_format, chart, options)
+    _check_flags([s for s in (github, gitlab, from_jsonl) if s], chosen_format, chart, options, filters)
     counters = ApiCounters()
     cache_root = cache if cache is not None else cache_dir() / "latency"
     if from_jsonl is not None:
