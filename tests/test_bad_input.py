@@ -26,7 +26,7 @@ from runner_ctl._proc import run_unchecked
 from runner_ctl.clikit import print_error, progress_line
 from runner_ctl.errors import ToolMissingError, ToolTimeoutError
 from runner_ctl.wheelhouse import build_wheelhouse
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, runner_ctl
 from tests.lockfixtures import LockService, free_port, lock_service
 from tests.standins.loopback import serve_loopback
 
@@ -379,14 +379,7 @@ def test_error_and_progress_lines_print_user_text_literally(capsys: pytest.Captu
 
 
 def test_an_emoji_code_in_an_error_reaches_the_terminal_as_typed() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "runner_ctl", "testhost", "ssh", "x:secret:y"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=CASE_TIMEOUT_S,
-        check=False,
-    )
+    done = runner_ctl("testhost", "ssh", "x:secret:y", timeout=CASE_TIMEOUT_S)
     assert done.returncode == 2
     assert "'x:secret:y'" in done.stderr, done.stderr
 
@@ -394,21 +387,9 @@ def test_an_emoji_code_in_an_error_reaches_the_terminal_as_typed() -> None:
 def test_history_shows_a_reason_with_markup_as_typed(lock_service: LockService) -> None:
     reason = "[bold]hotfix[/bold] for name:secret:admin"
     env = {**lock_service.env(), "COLUMNS": "400", "RUNNER_CTL_CACHE_DIR": str(lock_service.directory / "cache")}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "runner_ctl", *args],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    deployed = cli("deploy", "--env", "prod", "--commit", COMMIT, "--reason", reason, "--", "true")
+    deployed = runner_ctl("deploy", "--env", "prod", "--commit", COMMIT, "--reason", reason, "--", "true", env=env)
     assert deployed.returncode == 0, deployed.stderr
-    shown = cli("deploy", "history", "--env", "prod")
+    shown = runner_ctl("deploy", "history", "--env", "prod", env=env, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert reason in shown.stdout, shown.stdout
 
@@ -441,27 +422,15 @@ def test_a_corrupt_state_file_is_one_line_and_down_removes_only_its_own_director
     # Damaged so that it names another directory: teardown must never remove that one.
     _state(hosts / "bad", directory=str(victim))
     _state(hosts / "good")
-    env = {**os.environ, "RUNNER_CTL_CACHE_DIR": str(cache)}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "runner_ctl", *args],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    listed = cli("testhost", "list")
+    env = {"RUNNER_CTL_CACHE_DIR": str(cache)}
+    listed = runner_ctl("testhost", "list", env=env, timeout=60)
     assert listed.returncode == 2
     lines = listed.stderr.strip().splitlines()
     assert len(lines) == 1, listed.stderr
     assert str(hosts / "bad" / "host.json") in lines[0]
     assert "runner-ctl testhost down bad" in lines[0]
 
-    down = cli("testhost", "down", "--all")
+    down = runner_ctl("testhost", "down", "--all", env=env, timeout=60)
     assert down.returncode == 0, down.stderr
     assert not (hosts / "bad").exists()
     assert not (hosts / "good").exists()
@@ -471,15 +440,7 @@ def test_a_corrupt_state_file_is_one_line_and_down_removes_only_its_own_director
 def test_a_state_file_never_makes_teardown_signal_every_process(tmp_path: Path) -> None:
     # kill(-1, SIGTERM) as root signals every process on the machine; the state is refused.
     _state(tmp_path / "testhost" / "hosts" / "rh9", pid=-1, pid_start_time=None)
-    done = subprocess.run(
-        [sys.executable, "-m", "runner_ctl", "testhost", "list", "--json"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "RUNNER_CTL_CACHE_DIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = runner_ctl("testhost", "list", "--json", env={"RUNNER_CTL_CACHE_DIR": str(tmp_path)}, timeout=60)
     assert done.returncode == 2
     assert "pid" in done.stderr and "corrupt" in done.stderr, done.stderr
 
@@ -532,11 +493,10 @@ class _OddGitHub(BaseHTTPRequestHandler):
 
 def test_a_forge_answer_with_a_bad_time_is_one_line(tmp_path: Path) -> None:
     with serve_loopback(_OddGitHub) as port:
-        done = subprocess.run(
-            [sys.executable, "-m", "runner_ctl", "latency", "report", "--github", "octo/repo", "--since", "1d",
-             "--api-url", f"http://127.0.0.1:{port}", "--format", "json"],
-            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=CASE_TIMEOUT_S, check=False,
-            env={**os.environ, "GITHUB_TOKEN": SECRET, "RUNNER_CTL_CACHE_DIR": str(tmp_path)},
+        done = runner_ctl(
+            "latency", "report", "--github", "octo/repo", "--since", "1d", "--api-url", f"http://127.0.0.1:{port}",
+            "--format", "json", env={"GITHUB_TOKEN": SECRET, "RUNNER_CTL_CACHE_DIR": str(tmp_path)},
+            timeout=CASE_TIMEOUT_S,
         )  # fmt: skip
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
