@@ -84,17 +84,22 @@ def check_number(value: float, flag: str, low: float, high: float, unit: str = "
 
 
 def check_http_url(text: str, what: str, *, example: str) -> str:
-    """``text`` if it is an http(s) URL with a host; else UsageError naming ``what``.
+    """``text`` if it is an http(s) URL with a host and no credentials; else UsageError naming ``what``.
 
-    The URL is echoed only when it holds no user info: ``https://user:token@host`` must not
-    put the token on a terminal or into a CI log.
+    A URL with user info is refused without being echoed: ``https://user:token@host`` would
+    put the token into argv, process lists and every message that names the URL.
     """
     try:
         url = httpx.URL(text)
         valid = text.isprintable() and url.scheme in ("http", "https") and bool(url.host)
+        credentials = bool(url.userinfo)
     except (httpx.InvalidURL, ValueError, TypeError):
-        valid = False
+        valid, credentials = False, "@" in text
+    if credentials:
+        raise UsageError(
+            f"{what} holds a user name or password (not shown); give the URL without them, e.g. {example} "
+            "(tokens come from environment variables or token files)"
+        )
     if not valid:
-        shown = repr(text) if "@" not in text else "(not shown: it holds user info)"
-        raise UsageError(f"{what} {shown} is not a valid URL; expected http(s)://HOST[:PORT][/PATH], e.g. {example}")
+        raise UsageError(f"{what} {text!r} is not a valid URL; expected http(s)://HOST[:PORT][/PATH], e.g. {example}")
     return text
