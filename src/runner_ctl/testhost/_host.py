@@ -473,13 +473,24 @@ def _mounted_below(directory: Path) -> list[str]:
 
 
 def _process_inside(directory: Path) -> int | None:
-    """A process whose root directory is inside ``directory`` (a container still running)."""
-    prefix = str(directory.resolve()) + "/"
+    """A process of a container still running from ``directory``: its systemd-nspawn, named by
+    its command line, or a process whose root is the rootfs (compared by inode: the path a
+    process in another mount namespace shows for its root is its own "/")."""
+    rootfs = directory / "rootfs"
+    marker = f"--directory={rootfs}".encode()
+    try:
+        target = rootfs.stat()
+    except OSError:
+        target = None
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (str((proc / "root").readlink()) + "/").startswith(prefix):
-                    return int(proc.name)
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (proc / "cmdline").read_bytes().split(b"\0"):
+                return int(proc.name)
+            root = (proc / "root").stat()
+            if target is not None and (root.st_dev, root.st_ino) == (target.st_dev, target.st_ino):
+                return int(proc.name)
     return None
 
 
@@ -494,7 +505,7 @@ def _destroy_corrupt(name: str) -> None:
     if running is not None:
         raise RunnerCtlError(
             f"test host {name}: its state file is corrupt and process {running} still runs inside {directory}; "
-            f"stop it (machinectl terminate {name} or kill {running}), then 'runner-ctl testhost down {name}' again"
+            f"stop the systemd-nspawn that started it (its parent), then 'runner-ctl testhost down {name}' again"
         )
     _release_swap(directory / "rootfs")
     image = directory / "volume.img"
