@@ -3,6 +3,7 @@
 __all__ = [
     "ConfigError",
     "PrerequisiteError",
+    "ProxyConfigError",
     "RunnerCtlError",
     "StepError",
     "ToolMissingError",
@@ -57,3 +58,12 @@ class ToolTimeoutError(RunnerCtlError):
     """A system tool did not finish within its time limit; it was killed."""
 
     exit_code = 1
+
+
+class ProxyConfigError(ConfigError):
+    """httpx found a malformed URL in a proxy variable; the value is not shown (it may hold a password)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a proxy variable (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) holds a malformed URL; fix or unset it"
+        )

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from runner_ctl._proc import last_line, run_unchecked
-from runner_ctl.errors import ConfigError, RunnerCtlError
+from runner_ctl.errors import ConfigError, ProxyConfigError, RunnerCtlError
 from runner_ctl.paths import open_regular
 from runner_ctl.tools import LockfileError, load_lockfile
 
@@ -208,7 +208,11 @@ def bump(lockfile: Path, version: str, *, source: ReleaseSource = OPENTOFU, veri
     if verifier == "auto":
         verifier = "cosign" if shutil.which("cosign") else "gpg" if shutil.which("gpg") else "none"
     name = f"{source.tool}_{version}_SHA256SUMS"
-    with httpx.Client(timeout=TIMEOUT, follow_redirects=True, trust_env=True) as client, _scratch() as scratch:
+    try:
+        http = httpx.Client(timeout=TIMEOUT, follow_redirects=True, trust_env=True)
+    except httpx.InvalidURL:  # the release URLs are checked already: only a proxy variable is left
+        raise ProxyConfigError from None
+    with http as client, _scratch() as scratch:
         sums_bytes = _get(client, source.asset(version, name), name)
         sums_file = scratch / name
         sums_file.write_bytes(sums_bytes)
