@@ -213,6 +213,7 @@ CASES = [
     Case("latency-api-url-empty", report("--api-url", "")),
     Case("latency-api-url-scheme", report("--api-url", "ftp://127.0.0.1")),
     Case("latency-api-url-credentials", report("--api-url", f"https://x:{SECRET}@api.github.com")),
+    Case("latency-api-url-query", report("--api-url", f"https://gitlab.example/api/v4?private_token={SECRET}")),
     Case("latency-api-url-404-html", report("--api-url", "{html404}")),
     Case("latency-github-token-non-ascii", report(), {"GITHUB_TOKEN": "é" + SECRET}),
     Case("latency-github-token-inner-newline", report(), {"GITHUB_TOKEN": SECRET + "\nX-Evil: 1"}),

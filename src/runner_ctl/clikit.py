@@ -84,20 +84,21 @@ def check_number(value: float, flag: str, low: float, high: float, unit: str = "
 
 
 def check_http_url(text: str, what: str, *, example: str) -> str:
-    """``text`` if it is an http(s) URL with a host and no credentials; else UsageError naming ``what``.
+    """``text`` if it is an http(s) URL with a host, no credentials, no query; else UsageError naming ``what``.
 
-    A URL with user info is refused without being echoed: ``https://user:token@host`` would
-    put the token into argv, process lists and every message that names the URL.
+    User info and a query are refused without being echoed: ``https://user:token@host`` or
+    ``?private_token=...`` would put a token into argv, process lists and every message that
+    names the URL. These are base URLs: nothing legitimate goes there.
     """
     try:
         url = httpx.URL(text)
-        valid = text.isprintable() and url.scheme in ("http", "https") and bool(url.host)
-        credentials = bool(url.userinfo)
+        valid = text.isprintable() and url.scheme in ("http", "https") and bool(url.host) and not url.fragment
+        credentials = bool(url.userinfo or url.query)
     except (httpx.InvalidURL, ValueError, TypeError):
-        valid, credentials = False, "@" in text
+        valid, credentials = False, "@" in text or "?" in text
     if credentials:
         raise UsageError(
-            f"{what} holds a user name or password (not shown); give the URL without them, e.g. {example} "
+            f"{what} holds a user name, password or query (not shown); give the URL without them, e.g. {example} "
             "(tokens come from environment variables or token files)"
         )
     if not valid:
