@@ -196,13 +196,16 @@ async def one_cycle(client: httpx.AsyncClient, env: str, hold_s: float, results:
     """enqueue -> wait until granted -> hold -> finish, recording its times."""
     body = {"commit": secrets.token_hex(20), "queue_policy": "all", "lease_ttl": 30}
     request = as_object(await client.post(f"/v1/envs/{env}/requests", json=body))
+    own = {"X-Request-Secret": request["request_secret"]}  # acting on a request needs its secret
     enqueued = time.monotonic()
     granted, granted_wall = enqueued, time.time()
     via_wait = False
     for _ in range(MAX_WAIT_ROUNDS):
         if request["state"] != "queued":
             break
-        request = as_object(await client.post(f"/v1/requests/{request['id']}/wait", params={"timeout": WAIT_TIMEOUT_S}))
+        request = as_object(
+            await client.post(f"/v1/requests/{request['id']}/wait", params={"timeout": WAIT_TIMEOUT_S}, headers=own)
+        )
         granted, granted_wall = time.monotonic(), time.time()
         via_wait = True
     if request["state"] != "granted":
@@ -213,6 +216,7 @@ async def one_cycle(client: httpx.AsyncClient, env: str, hold_s: float, results:
     finished = await client.post(
         f"/v1/requests/{request['id']}/finish",
         json={"fencing_token": request["fencing_token"], "outcome": "succeeded", "exit_code": 0},
+        headers=own,
     )
     finished_at = None
     if finished.status_code == 200:
@@ -300,6 +304,7 @@ async def uncontended(service: Service) -> list[float]:
                 await client.post(
                     f"/v1/requests/{request['id']}/finish",
                     json={"fencing_token": request["fencing_token"], "outcome": "succeeded", "exit_code": 0},
+                    headers={"X-Request-Secret": request["request_secret"]},
                 )
             )
             rounds.append(time.monotonic() - started)

@@ -23,6 +23,7 @@ Example:
 """
 
 import io
+import shlex
 from pathlib import Path
 
 from pyinfra.api.deploy import deploy
@@ -85,7 +86,7 @@ def _runner_user(settings: BaseLayerSettings) -> None:
     if privileged:
         server.shell(
             name=f"Remove {name} from privileged groups",
-            commands=[f"gpasswd -d {name} {group}" for group in privileged],
+            commands=[shlex.join(["gpasswd", "-d", name, group]) for group in privileged],
         )
     _put(
         f"Open-file limits for {name}",
@@ -159,6 +160,7 @@ def _journald(settings: BaseLayerSettings) -> None:
 
 
 def _swap(settings: BaseLayerSettings) -> None:
+    # SWAP_FILE is a constant without shell metacharacters and size a validated int.
     size = settings.swap_size_mb
     active = SWAP_FILE in host.get_fact(ActiveSwaps)
     existing = host.get_fact(File, path=SWAP_FILE)
@@ -202,6 +204,7 @@ def _sysctl(settings: BaseLayerSettings) -> None:
 
 
 def _data_dir(settings: BaseLayerSettings) -> None:
+    # Validated (hostdata: no whitespace or metacharacters) and still quoted where a shell sees it.
     path = settings.data_dir
     if settings.data_device:
         files.directory(name=f"Mount point {path}", path=path, mode="755")
@@ -212,7 +215,7 @@ def _data_dir(settings: BaseLayerSettings) -> None:
             replace=f"{settings.data_device} {path} {settings.data_fs_type} defaults,nofail,discard,noatime 0 2",
         )
         if path not in host.get_fact(Mounts):
-            server.shell(name=f"Mount {settings.data_device} at {path}", commands=[f"mount {path}"])
+            server.shell(name=f"Mount {settings.data_device} at {path}", commands=[shlex.join(["mount", path])])
     files.directory(
         name=f"Persistent data directory {path}",
         path=path,

@@ -7,6 +7,12 @@ machine (the host needs no PyPI), runs ``runner-ctl lock serve`` as the hardened
 host pass to ``runner-ctl deploy --token-file``. Secrets come from references resolved on
 the operator's machine (see ``runner_ctl.secretrefs``).
 
+Secrets are resolved and checked before the layer queues anything, written through
+``layerkit.put_secret`` (final owner and mode from the start, never shown by ``--diff``),
+and whenever the code, the unit or a token changed, the layer's last operation proves that
+the service answers an authenticated request with the CI token read from its file on the
+host, or the deploy fails.
+
 Group data keys (defaults in ``runner_ctl.hostdata.DeployLockSettings``):
 
 + deploy_lock_listen: loopback HOST:PORT of the service
@@ -15,6 +21,7 @@ Group data keys (defaults in ``runner_ctl.hostdata.DeployLockSettings``):
 """
 
 import io
+import shlex
 from pathlib import Path
 
 from pyinfra.api.deploy import deploy
@@ -25,8 +32,7 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from runner_ctl.hostdata import LAYER_APT_PACKAGES
-from runner_ctl.layerkit import host_settings, render_template, settings_defaults
-from runner_ctl.secretrefs import resolve_secret
+from runner_ctl.layerkit import host_settings, lock_token_secrets, put_secret, render_template, settings_defaults
 from runner_ctl.wheelhouse import build_wheelhouse
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -38,12 +44,42 @@ INSTALLED_MARKER = f"{PREFIX}/installed-wheelhouse"
 SERVICE_USER = "runner-ctl-lockd"
 SERVICE_TOKENS = "/etc/runner-ctl/lockd.tokens"
 CLIENT_TOKEN = "/etc/runner-ctl/lock-client.token"  # noqa: S105 - a path, not a secret
+# Bounded: the unit restarts a failed service every 2 s; 30 tries at 1 s plus up to 5 s each.
+HEALTH_ATTEMPTS = 30
+
+# Run on the host: the token is read from its file, never passed in argv. Only an exception's
+# type, HTTP status or socket reason is printed, never a header.
+_PROVE_HEALTHY = """
+import json, sys, time, urllib.error, urllib.request
+token_file, url, attempts = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(token_file) as handle:
+    secret = handle.read().strip()
+last = "no attempt"
+for _ in range(attempts):
+    try:
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer " + secret})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            json.load(response)
+        sys.exit(0)
+    except urllib.error.HTTPError as error:
+        last = "HTTP %d" % error.code
+    except urllib.error.URLError as error:
+        last = str(error.reason)
+    except Exception as error:
+        last = type(error).__name__
+    time.sleep(1)
+sys.exit(
+    "runner-ctl-lockd did not accept the CI token at %s after %d attempts (%s); "
+    "see journalctl -u runner-ctl-lockd" % (url, attempts, last)
+)
+"""
 
 
 @deploy("deploy_lock", data_defaults=settings_defaults())
 def deploy_lock() -> None:
     """Configure the deploy lock layer on the current host."""
     settings = host_settings()
+    secrets = lock_token_secrets(settings)  # before anything is queued: a bad secret writes nothing
     wheelhouse = build_wheelhouse(PROJECT_ROOT, host.get_fact(Arch))
     apt.packages(name="Install Python and git", packages=list(LAYER_APT_PACKAGES["deploy_lock"]), no_recommends=True)
     server.group(name=f"Group {SERVICE_USER}", group=SERVICE_USER, system=True)
@@ -73,23 +109,19 @@ def deploy_lock() -> None:
         )
     files.link(name="runner-ctl on PATH", path="/usr/local/bin/runner-ctl", target=f"{VENV}/bin/runner-ctl")
 
-    secrets = {
-        token.name: resolve_secret(token.secret, what=f"deploy_lock_tokens {token.name}")
-        for token in settings.deploy_lock_tokens
-    }
     lines = [f"{t.name}:{secrets[t.name]}{':admin' if t.admin else ''}" for t in settings.deploy_lock_tokens]
     files.directory(name="/etc/runner-ctl", path="/etc/runner-ctl", user="root", group="root", mode="755")
-    service_tokens = files.put(
+    service_tokens = put_secret(
         name="Service token file",
-        src=io.StringIO("\n".join(lines) + "\n"),
+        content="\n".join(lines) + "\n",
         dest=SERVICE_TOKENS,
         user="root",
         group=SERVICE_USER,
         mode="640",
     )
-    files.put(
+    client_token = put_secret(
         name="CI token file",
-        src=io.StringIO(secrets[settings.deploy_lock_ci_token] + "\n"),
+        content=secrets[settings.deploy_lock_ci_token] + "\n",
         dest=CLIENT_TOKEN,
         user="root",
         group=settings.runner_user,
@@ -110,7 +142,7 @@ def deploy_lock() -> None:
         mode="644",
     )
     changed = [op for op in (install, unit, service_tokens) if op is not None]
-    systemd.service(
+    started = systemd.service(
         name="Run runner-ctl-lockd",
         service="runner-ctl-lockd.service",
         running=True,
@@ -123,4 +155,21 @@ def deploy_lock() -> None:
         running=None,
         restarted=True,
         _if=any_changed(*changed),
+    )
+    # Only when something changed, so that a second run reports no change; then always.
+    server.shell(
+        name="Prove runner-ctl-lockd accepts the CI token",
+        commands=[
+            shlex.join(
+                [
+                    f"{VENV}/bin/python",
+                    "-c",
+                    _PROVE_HEALTHY,
+                    CLIENT_TOKEN,
+                    f"http://{settings.deploy_lock_listen}/v1/envs",
+                    str(HEALTH_ATTEMPTS),
+                ]
+            )
+        ],
+        _if=any_changed(*changed, client_token, started),
     )

@@ -4,20 +4,27 @@
 
 The hosts get the same group data as production (``group_data/``) plus their connection
 data and, in place of Debian's mirrors, the local apt repository each test host mounts.
+
+A test host needs no production secret: every secret reference resolves to a stand-in
+generated in the host's own directory (gone with the host), unless RUNNER_CTL_REAL_SECRETS=1
+(``runner-ctl rehearse --real-secrets``) asks for the real ones.
 """
 
 import os
 
+from runner_ctl.rehearse import REAL_SECRETS_ENV, standins_dir
 from runner_ctl.testhost import get_host
 
 
 def _host_entry(name: str) -> tuple[str, dict[str, object]]:
     test_host = get_host(name)
     volume = {"data_device": test_host.volume_device} if test_host.volume_device else {}
+    standins = {} if os.environ.get(REAL_SECRETS_ENV) == "1" else {"secret_standins": str(standins_dir(test_host))}
     return (
         test_host.name,
         {
             **volume,
+            **standins,
             "ssh_hostname": test_host.address,
             "ssh_user": "root",
             "ssh_key": test_host.ssh_key,

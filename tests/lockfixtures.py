@@ -13,6 +13,22 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from runner_ctl.lock.client import LockClient
+
+# The requests table as the first release created it, before per-request secrets.
+OLD_REQUESTS = """
+CREATE TABLE requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, env TEXT NOT NULL, commit_sha TEXT NOT NULL, actor TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '', queue_policy TEXT NOT NULL, lease_ttl REAL NOT NULL, state TEXT NOT NULL,
+    outcome TEXT, created_at REAL NOT NULL, granted_at REAL, finished_at REAL, lease_expires_at REAL,
+    fencing_token INTEGER, previous_commit TEXT, rollback INTEGER NOT NULL DEFAULT 0, exit_code INTEGER,
+    detail TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO requests (env, commit_sha, actor, queue_policy, lease_ttl, state, created_at, lease_expires_at)
+VALUES ('prod', 'old', 'ci', 'latest', 30, 'queued', 1000000, 1000030);
+"""
 
 
 def free_port() -> int:
@@ -28,6 +44,7 @@ class LockService:
     ci_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     admin_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     process: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # more `lock serve` options, e.g. ("--docs",)
 
     @property
     def url(self) -> str:
@@ -47,7 +64,7 @@ class LockService:
             self.token_file.chmod(0o600)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runner_ctl", "lock", "serve", "--db", str(self.db),
-             "--token-file", str(self.token_file), "--listen", f"127.0.0.1:{self.port}"],
+             "--token-file", str(self.token_file), "--listen", f"127.0.0.1:{self.port}", *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -79,6 +96,21 @@ class LockService:
         return httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {secret or self.ci_secret}"}, timeout=10
         )
+
+    def client(self, secret: str | None = None) -> LockClient:
+        """The project's own client, failing at once when the service is down (no retries)."""
+        return LockClient(self.url, secret or self.ci_secret, retry_seconds=0)
+
+    def outcomes(self) -> dict[str, float]:
+        """``runner_ctl_lock_outcomes`` from /metrics, by status."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return {
+            sample.labels["status"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "runner_ctl_lock_outcomes"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The lock store on real SQLite: transitions, leases, restarts, and a stateful model check."""
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from runner_ctl.lock.states import Outcome, RequestState
 from runner_ctl.lock.store import LeaseLostError, LockStore
+from tests.lockfixtures import OLD_REQUESTS
 
 
 class Clock:
@@ -127,6 +129,61 @@ def test_withdraw_and_admin_release_are_audited(store: LockStore) -> None:
     events = [(r.actor, r.event) for r in store.history("prod")]
     assert ("admin", "cancelled") in events
     assert ("alice", "withdrawn") in events
+
+
+def test_a_failed_commit_rolls_back_and_the_store_stays_usable(tmp_path: Path, clock: Clock) -> None:
+    """A deferred foreign key fails at COMMIT, the way a full disk or an I/O error would."""
+    path = tmp_path / "lock.db"
+    LockStore(path, clock=clock).close()
+    with sqlite3.connect(path) as setup:
+        setup.executescript(
+            "CREATE TABLE dangling (ref INTEGER REFERENCES requests(id) DEFERRABLE INITIALLY DEFERRED);"
+            "CREATE TRIGGER poison AFTER INSERT ON requests WHEN NEW.commit_sha = 'poison'"
+            " BEGIN INSERT INTO dangling (ref) VALUES (-1); END;"
+        )
+    store = LockStore(path, clock=clock)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.enqueue(env="prod", commit="poison", actor="ci", lease_ttl=30)
+    request = store.enqueue(env="prod", commit="a", actor="ci", lease_ttl=30)
+    assert store.grant_next("prod") is not None
+    assert [r.commit for r in store.status("prod")[0].queue] == []
+    assert store.get(request.id).state == RequestState.GRANTED
+    assert [r.event for r in store.history("prod")] == ["granted", "queued"]  # nothing of the failed one
+
+
+def test_a_database_from_before_request_secrets_is_migrated(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "lock.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(OLD_REQUESTS)
+    store = LockStore(path, clock=clock)
+    old_request = store.get(1)
+    assert old_request.commit == "old" and old_request.secret_hash is None
+    fresh = store.enqueue(env="prod", commit="new", actor="ci", lease_ttl=30, secret_hash="ab" * 32)
+    assert store.get(fresh.id).secret_hash == "ab" * 32
+    store.close()
+    assert LockStore(path, clock=clock).get(fresh.id).secret_hash == "ab" * 32  # a second open migrates nothing
+
+
+def test_each_request_is_reported_ended_exactly_once(store: LockStore, clock: Clock) -> None:
+    holder = store.enqueue(env="prod", commit="a", actor="ci", lease_ttl=30)
+    waiter = store.enqueue(env="prod", commit="b", actor="ci", lease_ttl=30)
+    store.grant_next("prod")
+    store.finish(holder.id, fencing_token=1, outcome=Outcome.SUCCEEDED, actor="ci")
+    with pytest.raises(LeaseLostError):
+        store.finish(holder.id, fencing_token=1, outcome=Outcome.SUCCEEDED, actor="ci")
+    with pytest.raises(LeaseLostError):
+        store.touch(holder.id, fencing_token=1)
+    assert [(r.id, r.outcome) for r in store.take_ended()] == [(holder.id, Outcome.SUCCEEDED)]
+    store.withdraw(waiter.id, actor="ci")
+    store.withdraw(waiter.id, actor="ci")
+    assert [(r.id, r.outcome) for r in store.take_ended()] == [(waiter.id, Outcome.WITHDRAWN)]
+    late = store.enqueue(env="prod", commit="c", actor="ci", lease_ttl=30)
+    clock.now += 31
+    with pytest.raises(LeaseLostError):
+        store.touch(late.id)
+    assert store.expire_due() == []
+    assert [(r.id, r.outcome) for r in store.take_ended()] == [(late.id, Outcome.EXPIRED)]
+    assert store.take_ended() == []
 
 
 class LockModel(RuleBasedStateMachine):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from runner_ctl.errors import ConfigError
-from runner_ctl.secretrefs import resolve_secret
+from runner_ctl.secretrefs import check_lock_secret, resolve_secret
 from runner_ctl.wheelhouse import source_digest
 from tests.conftest import PROJECT_ROOT
 
@@ -45,6 +45,69 @@ def test_bad_references_fail_without_showing_a_secret(reference: str, fragment: 
         resolve_secret(reference, what="deploy_lock_tokens ci")
     assert fragment in str(caught.value)
     assert "plaintext-secret-value" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["cmd:pass show 'ci/lock", 'cmd:printf "planted-secret-value', "cmd:printf planted-secret-value\\"],
+)
+def test_a_cmd_reference_with_unbalanced_quotes_is_one_line(reference: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_secret(reference, what="deploy_lock_tokens ci")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("deploy_lock_tokens ci: cmd: reference cannot be split into words")
+    assert "planted-secret-value" not in message
+
+
+@pytest.mark.parametrize(
+    "reference", ["env:RC_TEST_UNSET_VARIABLE", "file:/nonexistent/secret", "cmd:false", "generated:lock-ci"]
+)
+def test_stand_ins_replace_every_kind_of_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: str
+) -> None:
+    monkeypatch.delenv("RC_TEST_UNSET_VARIABLE", raising=False)
+    monkeypatch.setenv("RUNNER_CTL_CONFIG_DIR", str(tmp_path / "real-config"))
+    standins = tmp_path / "standins"
+    first = resolve_secret(reference, what="deploy_lock_tokens ci", standins=standins)
+    assert len(first) == 64
+    check_lock_secret(first, what="t")
+    assert resolve_secret(reference, what="deploy_lock_tokens ci", standins=standins) == first
+    assert resolve_secret(reference, what="deploy_lock_tokens ops", standins=standins) != first
+    # The real reference was never followed: no production secret was read or generated.
+    assert not (tmp_path / "real-config").exists()
+    files = list(standins.iterdir())
+    assert len(files) == 2
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+
+
+def test_a_stand_in_still_needs_a_well_formed_reference(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a secret reference"):
+        resolve_secret("plaintext-secret-value", what="t", standins=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        ("a" * 15, "shorter than 16"),
+        ("a" * 16 + ":admin", "':'"),
+        ("a" * 16 + "\n", "whitespace"),
+        ("a" * 16 + "\t", "whitespace"),
+        ("a" * 16 + "\x7f", "control"),
+        ("a" * 16 + "\u00e9", "non-ASCII"),
+    ],
+)
+def test_lock_secrets_the_service_would_refuse_are_named_not_shown(secret: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_lock_secret(secret, what="deploy_lock_tokens ops")
+    message = str(caught.value)
+    assert message.startswith("deploy_lock_tokens ops: ")
+    assert problem in message
+    assert secret.strip() not in message
+
+
+def test_a_printable_lock_secret_is_accepted() -> None:
+    check_lock_secret("A-z_0.9~!#$%&'()*+,/;<=>?@[]^`{|}", what="t")
 
 
 def test_wheelhouse_digest_follows_sources_not_build_leftovers(tmp_path: Path) -> None:

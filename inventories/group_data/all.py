@@ -1,8 +1,10 @@
 """Group data for every runner host: the settings of each host layer.
 
 Every key here is validated (``runner_ctl.hostdata``) before a host is touched: a value
-of the wrong type or range stops ``runner-ctl rehearse`` and the pyinfra deploy with a
-one-line error naming the key and the expected form. The values below are the defaults;
+of the wrong type or range, or a key that is not one of these (say ``sshd_allow_cidr``),
+stops ``runner-ctl rehearse`` and the pyinfra deploy with a one-line error naming the key
+and the expected form or the closest known key. pyinfra's own keys (``ssh_*``, ``_sudo``,
+...) may sit beside them in an inventory. The values below are the defaults;
 change them here (all hosts) or per host in an inventory.
 """
 
@@ -66,6 +68,9 @@ deploy_lock_listen = "127.0.0.1:7465"
 # API tokens. Secrets are references, resolved on the operator's machine when deploying:
 # env:NAME, file:PATH, cmd:COMMAND (e.g. "cmd:pass show ci/lock"), or generated:NAME (a random
 # secret kept in ~/.config/runner-ctl/secrets/NAME). An admin token may break a stuck lock.
+# Each secret must be at least 16 printable ASCII characters without ':' or spaces; the
+# deploy checks this on the operator's machine before it writes anything. Rehearsals use
+# generated stand-ins instead (`runner-ctl rehearse --real-secrets` resolves these).
 deploy_lock_tokens = [
     {"name": "ci", "secret": "generated:lock-ci", "admin": False},
     {"name": "ops", "secret": "generated:lock-ops", "admin": True},

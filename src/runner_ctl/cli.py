@@ -146,6 +146,13 @@ def rehearse_command(
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the test host running afterwards.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="End stdout with one JSON line: the report.")] = False,
+    real_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--real-secrets",
+            help="Resolve the group data's secret references for real. [default: generated stand-ins]",
+        ),
+    ] = False,
 ) -> None:
     """Deploy to a fresh local Debian 12 host, run the host checks, deploy again (must change nothing)."""
     out = stderr if as_json else plain_console()
@@ -159,6 +166,7 @@ def rehearse_command(
             deploy,
             project_root=project_root,
             keep=keep,
+            real_secrets=real_secrets,
             progress=progress,
         )
 
@@ -396,9 +404,10 @@ def lock_serve(
     db: Annotated[Path, typer.Option(help="SQLite database file (created if missing).")],
     token_file: Annotated[Path, typer.Option(help="name:secret[:admin] lines; must not be group/world writable.")],
     listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = DEFAULT_LISTEN,
+    docs: Annotated[bool, typer.Option("--docs", help="Also serve the API pages /docs and /redoc.")] = False,
 ) -> None:
     """Run the deploy lock service (HTTP JSON API under /v1, /healthz, /metrics, /openapi.json)."""
-    _guard(lambda: serve(db=db, listen=listen, token_file=token_file))
+    _guard(lambda: serve(db=db, listen=listen, token_file=token_file, docs=docs))
 
 
 @lock_app.command("status")

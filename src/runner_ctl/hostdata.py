@@ -6,6 +6,7 @@ what form each takes and what its default is; the layers in ``deploys/`` read th
 settings through it, and ``runner-ctl rehearse`` validates before any host is touched.
 """
 
+import difflib
 import ipaddress
 import re
 import runpy
@@ -20,6 +21,7 @@ from runner_ctl.errors import ConfigError
 __all__ = [
     "LAYER_APT_PACKAGES",
     "LAYER_ORDER",
+    "NON_LAYER_KEYS",
     "BaseLayerSettings",
     "DeployLockSettings",
     "HostSettings",
@@ -51,6 +53,78 @@ LAYER_APT_PACKAGES: dict[str, tuple[str, ...]] = {
 _SYSCTL_KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")
 _JOURNAL_SIZE = re.compile(r"^[1-9][0-9]*[KMGT]?$")
 _UNIX_NAME = r"^[a-z_][a-z0-9_-]{0,31}$"
+# Paths reach shell commands (mount, fstab) and config files: letters, digits and . _ + @ - /
+# only, so no value can carry whitespace, a newline, a quote or a shell metacharacter.
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]*$")
+
+# Host data keys that are not layer settings, yet legitimately sit next to them.
+# pyinfra's own: each connector's ``data_meta`` and the global operation arguments, which
+# pyinfra reads from host data (tests/test_hostdata_keys.py keeps this list in step with
+# the installed pyinfra). Ours: what the inventories in inventories/ set per host.
+PYINFRA_DATA_KEYS: frozenset[str] = frozenset(
+    {
+        # connectors' data_meta (ssh, docker/podman, fake; the others have none)
+        "ssh_allow_agent",
+        "ssh_config_file",
+        "ssh_connect_retries",
+        "ssh_connect_retry_max_delay",
+        "ssh_connect_retry_min_delay",
+        "ssh_file_transfer_protocol",
+        "ssh_forward_agent",
+        "ssh_hostname",
+        "ssh_key",
+        "ssh_key_password",
+        "ssh_known_hosts_file",
+        "ssh_look_for_keys",
+        "ssh_paramiko_connect_kwargs",
+        "ssh_password",
+        "ssh_port",
+        "ssh_strict_host_key_checking",
+        "ssh_user",
+        "docker_architecture",
+        "docker_identifier",
+        "docker_platform",
+        "fake_delay",
+        "fake_delay_jitter",
+        "fake_responses",
+        # global operation arguments settable as host data
+        "_chdir",
+        "_continue_on_error",
+        "_doas",
+        "_doas_user",
+        "_dzdo",
+        "_dzdo_user",
+        "_env",
+        "_get_pty",
+        "_if",
+        "_ignore_errors",
+        "_parallel",
+        "_preserve_su_env",
+        "_preserve_sudo_env",
+        "_retries",
+        "_retry_delay",
+        "_retry_until",
+        "_run_once",
+        "_serial",
+        "_shell_executable",
+        "_stdin",
+        "_su_password",
+        "_su_shell",
+        "_su_user",
+        "_success_exit_codes",
+        "_sudo",
+        "_sudo_password",
+        "_sudo_user",
+        "_temp_dir",
+        "_timeout",
+        "_use_su_login",
+        "_use_sudo_login",
+    }
+)
+# Set by our inventories: private_ipv4 by production/digitalocean (informational);
+# secret_standins by inventories/testhost.py (see runner_ctl.secretrefs).
+INVENTORY_KEYS: frozenset[str] = frozenset({"private_ipv4", "secret_standins"})
+NON_LAYER_KEYS: frozenset[str] = PYINFRA_DATA_KEYS | INVENTORY_KEYS
 
 # What the user is told when a key is wrong: the expected form, with an example.
 EXPECTED_FORM: dict[str, str] = {
@@ -64,8 +138,10 @@ EXPECTED_FORM: dict[str, str] = {
     "swap_size_mb": "a whole number of MiB, 0 for no swap (e.g. 2048)",
     "journald_max_use": "a size with an optional K/M/G/T suffix (e.g. '1G')",
     "sysctl": "a mapping of sysctl key to whole number (e.g. {'fs.inotify.max_user_watches': 1048576})",
-    "data_dir": "an absolute path (e.g. '/var/lib/ci')",
-    "data_device": "None, or an absolute device path (e.g. '/dev/disk/by-id/scsi-0DO_Volume_ci')",
+    "data_dir": "an absolute path of letters, digits and . _ + @ - / (e.g. '/var/lib/ci')",
+    "data_device": (
+        "None, or a device path of letters, digits and . _ + @ - / (e.g. '/dev/disk/by-id/scsi-0DO_Volume_ci')"
+    ),
     "data_fs_type": "'ext4' or 'xfs'",
     "unattended_upgrades": "True or False",
     "deploy_lock_listen": "a loopback HOST:PORT (e.g. '127.0.0.1:7465'); operators reach it through SSH",
@@ -83,6 +159,11 @@ def _non_empty_tuple(value: Any) -> tuple[Any, ...]:
     if not isinstance(value, tuple) or not value:
         raise ValueError("empty or not a list")
     return value
+
+
+def _check_safe_path(value: str) -> None:
+    if not _SAFE_PATH.fullmatch(value) or "/../" in f"{value}/":
+        raise ValueError("whitespace, '..', quotes and shell metacharacters are not allowed in a path")
 
 
 class BaseLayerSettings(BaseModel):
@@ -104,7 +185,7 @@ class BaseLayerSettings(BaseModel):
     + unattended_upgrades: install security updates automatically
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     apt_sources: tuple[str, ...] = (
         "deb http://deb.debian.org/debian bookworm main",
@@ -159,7 +240,7 @@ class BaseLayerSettings(BaseModel):
     @classmethod
     def _sysctl(cls, value: dict[str, int]) -> dict[str, int]:
         for key in value:
-            if not _SYSCTL_KEY.match(key):
+            if not _SYSCTL_KEY.fullmatch(key):
                 raise ValueError(f"not a sysctl key: {key!r}")
         return value
 
@@ -168,13 +249,16 @@ class BaseLayerSettings(BaseModel):
     def _data_dir(cls, value: str) -> str:
         if not value.startswith("/") or value.rstrip("/") in ("", "/"):
             raise ValueError(f"not an absolute directory: {value!r}")
+        _check_safe_path(value)
         return value.rstrip("/")
 
     @field_validator("data_device")
     @classmethod
     def _data_device(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/dev/"):
-            raise ValueError(f"not a device path: {value!r}")
+        if value is not None:
+            if not value.startswith("/dev/"):
+                raise ValueError(f"not a device path: {value!r}")
+            _check_safe_path(value)
         return value
 
     @property
@@ -202,7 +286,7 @@ class DeployLockSettings(BaseModel):
     + deploy_lock_ci_token: the token CI jobs on the host use (readable by ``runner_user``)
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     deploy_lock_listen: str = "127.0.0.1:7465"
     deploy_lock_tokens: tuple[LockToken, ...] = (
@@ -272,6 +356,20 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _refuse_unknown_keys(data: Mapping[str, Any], origin: str) -> None:
+    """A misspelled key would otherwise leave its setting at the default, silently."""
+    known = set(HostSettings.model_fields)
+    unknown = sorted(key for key in data if key not in known and key not in NON_LAYER_KEYS)
+    if not unknown:
+        return
+    key = unknown[0]
+    close = difflib.get_close_matches(str(key), sorted(known | NON_LAYER_KEYS), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "remove it"
+    raise ConfigError(
+        f"{origin}: unknown key {_describe(key)} ({hint}); the keys are documented in inventories/group_data/all.py"
+    )
+
+
 def validate_host_data(
     data: Mapping[str, Any], *, available: frozenset[str] | None = None, origin: str = "group data"
 ) -> HostSettings:
@@ -280,8 +378,10 @@ def validate_host_data(
     ``available`` is the set of layers that exist in ``deploys/``; a known layer that this
     checkout does not have yet is as wrong as an unknown one.
     """
+    _refuse_unknown_keys(data, origin)
+    layer_data = {key: value for key, value in data.items() if key not in NON_LAYER_KEYS}
     try:
-        settings = HostSettings.model_validate(dict(data))
+        settings = HostSettings.model_validate(layer_data)
     except ValidationError as error:
         first = error.errors()[0]
         key = str(first["loc"][0]) if first["loc"] else _key_from_message(first["msg"])

@@ -29,6 +29,7 @@ from runner_ctl.hostdata import (
 )
 from runner_ctl.paths import cache_dir, is_project_root
 from runner_ctl.pyinfra_run import DeployRun, run_deploy
+from runner_ctl.secretrefs import resolve_lock_secrets
 from runner_ctl.testhost import (
     APT_SOURCE_LINE,
     VOLUME_DEVICE,
@@ -38,10 +39,21 @@ from runner_ctl.testhost import (
     destroy_host,
 )
 
-__all__ = ["HOST_DATA_FILE", "RehearsalReport", "load_settings", "rehearse", "resolve_deploy"]
+__all__ = [
+    "HOST_DATA_FILE",
+    "REAL_SECRETS_ENV",
+    "RehearsalReport",
+    "load_settings",
+    "rehearse",
+    "resolve_deploy",
+    "standins_dir",
+]
 
 # Written into the test host's directory: the settings the deploy ran with, for the checks.
 HOST_DATA_FILE = "host-data.json"
+# A deploy to a test host resolves every secret reference to a stand-in (inventories/testhost.py)
+# unless this is "1" (``rehearse --real-secrets``).
+REAL_SECRETS_ENV = "RUNNER_CTL_REAL_SECRETS"
 # The rehearsal host's stand-in for the production cache volume (a sparse file: little disk).
 REHEARSAL_VOLUME_MB = 512
 
@@ -78,6 +90,11 @@ class RehearsalReport:
         }
 
 
+def standins_dir(host: DisposableHost) -> Path:
+    """Where a test host's stand-in secrets live: its own directory, removed with it."""
+    return Path(host.directory) / "secret-standins"
+
+
 def resolve_deploy(deploy: Path | None, project_root: Path) -> tuple[Path, Path]:
     """(project root, deploy file); the project is the checkout that holds the deploy file."""
     path = (deploy or project_root / "deploys" / "runner_host.py").absolute()
@@ -101,11 +118,23 @@ def load_settings(project_root: Path) -> HostSettings:
 
 
 def rehearse(
-    deploy: Path | None, *, project_root: Path, keep: bool = False, progress: Progress = print
+    deploy: Path | None,
+    *,
+    project_root: Path,
+    keep: bool = False,
+    real_secrets: bool = False,
+    progress: Progress = print,
 ) -> RehearsalReport:
-    """Run every step; never raises for a failing step (the report names it)."""
+    """Run every step; never raises for a failing step (the report names it).
+
+    Secrets are generated stand-ins unless ``real_secrets``: a rehearsal needs no access to
+    production's secrets, and never copies them to a test host.
+    """
     root, deploy_file = resolve_deploy(deploy, project_root)
     settings = load_settings(root)  # bad group data raises here, before any host exists
+    if real_secrets:
+        # The same check the layer makes, before a host is booted for nothing.
+        resolve_lock_secrets((t.name, t.secret) for t in settings.deploy_lock_tokens)
     check_prerequisites()
     missing = [module for module in ("pyinfra", "testinfra") if importlib.util.find_spec(module) is None]
     if missing:
@@ -129,7 +158,7 @@ def rehearse(
                 project_root=root,
                 inventory=root / "inventories" / "testhost.py",
                 deploy=deploy_file,
-                env={"RUNNER_CTL_TESTHOST": host_name},
+                env={"RUNNER_CTL_TESTHOST": host_name, REAL_SECRETS_ENV: "1" if real_secrets else "0"},
                 log_path=logs / f"{label.replace(' ', '-')}.log",
                 label=label,
             )

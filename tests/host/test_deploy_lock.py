@@ -53,6 +53,35 @@ def test_token_files_are_private(host: Any, settings: HostSettings) -> None:
     assert host.run(f"runuser -u {runner} -- cat /etc/runner-ctl/lockd.tokens").rc != 0
 
 
+def test_secret_staging_directories_are_private_and_empty(host: Any, settings: HostSettings) -> None:
+    """put_secret assembles each secret in a root-only directory beside it, and leaves nothing there."""
+    if "deploy_lock" not in settings.layers:
+        return
+    staging = host.file("/etc/runner-ctl/.runner-ctl-staging")
+    assert staging.is_directory
+    assert (staging.user, staging.group, staging.mode) == ("root", "root", 0o700)
+    assert host.check_output("find /etc/runner-ctl/.runner-ctl-staging -mindepth 1 | wc -l").strip() == "0"
+
+
+def test_no_file_holding_a_lock_secret_is_world_readable(host: Any, settings: HostSettings) -> None:
+    """Every file on the host that holds a lock secret (token files, staging, leftovers) is private.
+
+    The secrets are grep's patterns, piped from the service's token file (never in argv).
+    """
+    if "deploy_lock" not in settings.layers:
+        return
+    roots = "/etc /opt /root /home /tmp /var/tmp /var/lib /var/backups /run /srv"
+    found = host.check_output(
+        f"cut -d: -f2 /etc/runner-ctl/lockd.tokens | grep -rlsF -D skip -f - {roots} || true"
+    ).split()
+    assert "/etc/runner-ctl/lock-client.token" in found
+    assert "/etc/runner-ctl/lockd.tokens" in found
+    for path in found:
+        assert host.file(path).mode & 0o004 == 0, f"{path} holds a lock secret and is world-readable"
+    # Nor is the token files' directory writable by others (who could swap a file).
+    assert host.file("/etc/runner-ctl").mode & 0o022 == 0
+
+
 def test_a_deploy_as_the_runner_user_succeeds(host: Any, settings: HostSettings) -> None:
     if "deploy_lock" not in settings.layers:
         assert not host.exists("runner-ctl")

@@ -2,6 +2,8 @@
 
 import errno
 import gc
+import ipaddress
+import re
 import socket
 import sqlite3
 import sys
@@ -20,20 +22,35 @@ DEFAULT_PORT = 7465
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 
 
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
+    """HOST:PORT, HOST an IP address ([...] around IPv6) or an ASCII host name."""
+    invalid = ConfigError(
+        f"--listen {listen!a} is invalid; expected HOST:PORT, HOST an IP address ([::1] for IPv6) or a host "
+        f"name, PORT from 1 to 65535 (e.g. {DEFAULT_LISTEN})"
+    )
     host, sep, port_text = listen.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(
-            f"--listen {listen!r} is invalid; expected HOST:PORT with a port from 1 to 65535 (e.g. {DEFAULT_LISTEN})"
-        )
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
+        raise invalid
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        if bracketed or not _HOSTNAME.match(host):
+            raise invalid from None
     return host, int(port_text)
 
 
 def open_store(db: Path) -> LockStore:
     try:
         return LockStore(db)
-    except sqlite3.Error as error:
+    except (sqlite3.Error, UnicodeError, ValueError) as error:  # ValueError: a NUL in the path
         raise ConfigError(f"cannot open the lock database {db} ({error}); choose a writable --db path") from None
 
 
@@ -56,14 +73,20 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(*, db: Path, listen: str, token_file: Path) -> None:
-    """Validate everything before binding; nothing is written unless all inputs are good."""
+def serve(*, db: Path, listen: str, token_file: Path, docs: bool = False) -> None:
+    """Validate everything before binding; nothing is written unless all inputs are good.
+
+    ``docs`` also serves the interactive API pages /docs and /redoc."""
     tokens = load_tokens(token_file)
     host, port = parse_listen(listen)
     sock = bind(host, port)
     store = open_store(db)
     config = uvicorn.Config(
-        create_app(store, tokens), log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
+        create_app(store, tokens, docs=docs),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
     )
     # Everything allocated so far lives as long as the process: keep the collector off it,
     # so collections stay short while 200 waiters hold connections.

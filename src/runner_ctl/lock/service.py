@@ -3,32 +3,54 @@
 Waiters long-poll ``POST /v1/requests/{id}/wait``; a release grants the next request in
 the same event-loop turn and wakes its waiter, so handoff takes milliseconds with no
 client sleeping in a loop. A background task expires leases at the moment they run out.
+
+Every request passes ``_Gate`` first: it authenticates before anything else is read (no
+valid token, 401 and nothing more), then reads the body under its size limit. Acting on a
+request (wait, heartbeat, finish, withdraw) also needs the secret its enqueue returned.
 """
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runner_ctl import __version__
-from runner_ctl.lock.states import ENV_PATTERN, Outcome, RequestState
+from runner_ctl.lock.states import ENV_PATTERN, REQUEST_SECRET_HEADER, Outcome, RequestState
 from runner_ctl.lock.store import LeaseLostError, LockStore, NotFoundError
 from runner_ctl.lock.store import Request as LockRequest
 from runner_ctl.lock.tokens import Token, TokenTable
 
-__all__ = ["MAX_BODY_BYTES", "MAX_WAIT_SECONDS", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "MAX_WAIT_SECONDS", "REQUEST_SECRET_HEADER", "create_app", "hash_request_secret"]
 
 MAX_BODY_BYTES = 64 * 1024
+# A body arrives in a few messages; many more (empty ones) is a client playing games.
+MAX_BODY_MESSAGES = 4096
 MAX_WAIT_SECONDS = 60.0
+# Served without a token: probes, Prometheus, and the API description the README points to.
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 EnvName = Annotated[str, Path(pattern=ENV_PATTERN.pattern, description="environment name")]
 RequestId = Annotated[int, Path(ge=1, le=2**62)]
+RequestSecret = Annotated[
+    str,
+    Header(alias=REQUEST_SECRET_HEADER, description="the request_secret that enqueueing this request returned"),
+]
+
+
+def hash_request_secret(secret: str) -> str:
+    """What the store keeps of a request's secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class EnqueueBody(BaseModel):
@@ -41,12 +63,12 @@ class EnqueueBody(BaseModel):
 
 class HeartbeatBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    fencing_token: int | None = Field(None, ge=1)
+    fencing_token: int | None = Field(None, ge=1, le=2**62)
 
 
 class FinishBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    fencing_token: int = Field(ge=1)
+    fencing_token: int = Field(ge=1, le=2**62)
     outcome: Literal["succeeded", "failed", "skipped_stale", "superseded", "refused", "cancelled"]
     exit_code: int | None = Field(None, ge=-255, le=255)
     rollback: bool = False
@@ -104,15 +126,21 @@ class _Coordinator:
         if event is not None:
             event.set()
 
-    def ended(self, request: LockRequest) -> None:
-        if request.outcome is not None:
+    def settle(self) -> None:
+        """Count, wake and hand on what the store's last transitions ended. Called after every
+        store call that can end a request; the store reports each ending once, so a late
+        heartbeat or a second finish never counts an outcome again."""
+        envs: dict[str, None] = {}
+        for request in self.store.take_ended():
             self.metrics.outcomes.labels(status=str(request.outcome)).inc()
             if request.outcome == Outcome.EXPIRED:
                 self.metrics.lease_expiries.inc()
             if request.granted_at is not None and request.finished_at is not None:
                 self.metrics.deploy_seconds.observe(max(0.0, request.finished_at - request.granted_at))
-        self.wake(request.id)
-        self.dispatch(request.env)
+            self.wake(request.id)
+            envs[request.env] = None
+        for env in envs:
+            self.dispatch(env)
 
     def dispatch(self, env: str) -> None:
         granted = self.store.grant_next(env)
@@ -127,8 +155,8 @@ class _Coordinator:
         self.metrics.queue_depth.labels(env=env).set(self.store.queue_depth(env))
 
     def expire_due(self) -> None:
-        for request in self.store.expire_due():
-            self.ended(request)
+        self.store.expire_due()
+        self.settle()
 
     async def expiry_loop(self) -> None:
         """Expire leases as they run out (bounded sleeps; woken early when leases change)."""
@@ -150,11 +178,23 @@ def _error(status: int, error: str, detail: str = "") -> JSONResponse:
     return JSONResponse(status_code=status, content=body)
 
 
-class _BodyLimit:
-    """Refuse request bodies over MAX_BODY_BYTES with 413, declared or streamed."""
+def _header(scope: MutableMapping[str, Any], name: bytes) -> bytes | None:
+    return next((value for key, value in scope.get("headers", []) if key == name), None)
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+
+class _Gate:
+    """In front of the app: authenticate first (401, nothing else read or said), then read the
+    body whole under MAX_BODY_BYTES (413, declared or chunked) and hand it on."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], tokens: TokenTable, public: frozenset[str]) -> None:
         self.app = app
+        self.tokens = tokens
+        self.public = public
+
+    def authenticate(self, scope: MutableMapping[str, Any]) -> Token | None:
+        header = (_header(scope, b"authorization") or b"").decode("latin-1")
+        scheme, _, secret = header.partition(" ")
+        return self.tokens.authenticate(secret.strip()) if scheme.lower() == "bearer" and secret else None
 
     async def __call__(
         self,
@@ -165,32 +205,54 @@ class _BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if scope["path"] not in self.public:
+            token = self.authenticate(scope)
+            if token is None:
+                await _error(401, "unauthorized")(scope, receive, send)
+                return
+            scope["runner_ctl.token"] = token
+        declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            await _error(413, "body_too_large", f"at most {MAX_BODY_BYTES} bytes")(scope, receive, send)
+            await _too_large()(scope, receive, send)
             return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> MutableMapping[str, Any]:
-            nonlocal seen
+        for _ in range(MAX_BODY_MESSAGES):
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
             if seen > MAX_BODY_BYTES:
-                raise _TooLargeError
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLargeError:
-            await _error(413, "body_too_large", f"at most {MAX_BODY_BYTES} bytes")(scope, receive, send)
+                break
+            if not message.get("more_body", False):
+                await self.app(scope, _replay(b"".join(chunks), receive), send)
+                return
+        await _too_large()(scope, receive, send)
 
 
-class _TooLargeError(Exception):
-    pass
+def _too_large() -> JSONResponse:
+    return _error(413, "body_too_large", f"at most {MAX_BODY_BYTES} bytes")
 
 
-def create_app(store: LockStore, tokens: TokenTable) -> Any:
-    """The ASGI application. ``store`` must be fresh from a (re)start: leases get extended."""
+def _replay(
+    body: bytes, receive: Callable[[], Awaitable[MutableMapping[str, Any]]]
+) -> Callable[[], Awaitable[MutableMapping[str, Any]]]:
+    """The body once, in one message; then the connection's own messages (a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> MutableMapping[str, Any]:
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
+def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> Any:
+    """The ASGI application. ``store`` must be fresh from a (re)start: leases get extended.
+
+    ``docs`` serves the interactive pages /docs and /redoc (off by default: they load scripts
+    from a CDN and are one more surface); /openapi.json is always served.
+    """
     metrics = _Metrics()
     state: dict[str, _Coordinator] = {}
 
@@ -217,33 +279,53 @@ def create_app(store: LockStore, tokens: TokenTable) -> Any:
         version=__version__,
         description="Serialized deploys per environment: FIFO queues, leases, fencing tokens, audit.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
 
     def coordinator() -> _Coordinator:
         return state["c"]
 
     async def caller(request: Request) -> Token:
-        header = request.headers.get("authorization", "")
-        scheme, _, secret = header.partition(" ")
-        token = tokens.authenticate(secret.strip()) if scheme.lower() == "bearer" and secret else None
-        if token is None:
+        token: Token | None = request.scope.get("runner_ctl.token")
+        if token is None:  # _Gate authenticates every path outside PUBLIC_PATHS; this is a safety net
             raise HTTPException(status_code=401)
         return token
 
     Caller = Annotated[Token, Depends(caller)]  # noqa: N806 - a type alias, named as types are
 
-    def own(request_id: int, token: Token) -> LockRequest:
+    def lookup(request_id: int) -> LockRequest:
         try:
-            found = store.get(request_id)
+            return store.get(request_id)
         except NotFoundError:
             raise HTTPException(status_code=404, detail=f"no deploy request {request_id}") from None
+
+    def own(request_id: int, token: Token) -> LockRequest:
+        found = lookup(request_id)
         if found.actor != token.name and not token.admin:
             raise HTTPException(status_code=403, detail=f"deploy request {request_id} belongs to {found.actor}")
         return found
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        names = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "lease_lost"}
+    def acting(request_id: int, secret: str) -> LockRequest:
+        """The request, if ``secret`` is the one its enqueue returned. No bypass, admins
+        included: breaking a lock is ``release``, which is audited as such."""
+        found = lookup(request_id)
+        offered = hash_request_secret(secret)
+        if found.secret_hash is None or not hmac.compare_digest(offered, found.secret_hash):
+            raise HTTPException(
+                status_code=403,
+                detail=f"deploy request {request_id} belongs to another client: acting on it needs the "
+                f"{REQUEST_SECRET_HEADER} that its enqueue returned",
+            )
+        return found
+
+    # Starlette's, the base of FastAPI's: the router's 404/405 and the body parser's 400 raise it.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        names = {
+            400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+            409: "lease_lost", 413: "body_too_large",
+        }  # fmt: skip
         detail = "" if exc.status_code == 401 else str(exc.detail or "")
         return _error(exc.status_code, names.get(exc.status_code, "error"), detail)
 
@@ -263,6 +345,9 @@ def create_app(store: LockStore, tokens: TokenTable) -> Any:
 
     @app.post("/v1/envs/{env}/requests", status_code=201)
     async def enqueue(env: EnvName, body: EnqueueBody, token: Caller) -> dict[str, Any]:
+        """Join ``env``'s queue. The answer holds ``request_secret``, shown this once: wait,
+        heartbeat, finish and withdraw need it in the X-Request-Secret header."""
+        secret = secrets.token_urlsafe(32)
         created = store.enqueue(
             env=env,
             commit=body.commit,
@@ -270,9 +355,10 @@ def create_app(store: LockStore, tokens: TokenTable) -> Any:
             reason=body.reason,
             queue_policy=body.queue_policy,
             lease_ttl=body.lease_ttl,
+            secret_hash=hash_request_secret(secret),
         )
         coordinator().dispatch(env)
-        return store.as_dict(store.get(created.id))
+        return {**store.as_dict(store.get(created.id)), "request_secret": secret}
 
     @app.get("/v1/requests/{request_id}")
     async def show(request_id: RequestId, token: Caller) -> dict[str, Any]:
@@ -282,10 +368,11 @@ def create_app(store: LockStore, tokens: TokenTable) -> Any:
     async def wait(
         request_id: RequestId,
         token: Caller,
+        secret: RequestSecret = "",
         timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 25.0,
     ) -> dict[str, Any]:
         """Long-poll until the request is granted or over, or ``timeout`` passes; keeps a waiter's place."""
-        found = own(request_id, token)
+        found = acting(request_id, secret)
         if found.state == RequestState.QUEUED:
             remaining = (found.lease_expires_at or 0.0) - time.time()
             # Renew only a half-used lease: a fresh waiter costs no write (one per cycle saved).
@@ -293,7 +380,7 @@ def create_app(store: LockStore, tokens: TokenTable) -> Any:
                 try:
                     found = store.touch(request_id)
                 except LeaseLostError:
-                    coordinator().ended(store.get(request_id))
+                    coordinator().settle()
                     return store.as_dict(store.get(request_id))
                 remaining = (found.lease_expires_at or 0.0) - time.time()
             # Never wait past the lease: the client renews its place with its next call.
@@ -304,19 +391,23 @@ def create_app(store: LockStore, tokens: TokenTable) -> Any:
         return store.as_dict(store.get(request_id))
 
     @app.post("/v1/requests/{request_id}/heartbeat")
-    async def heartbeat(request_id: RequestId, body: HeartbeatBody, token: Caller) -> dict[str, Any]:
-        own(request_id, token)
+    async def heartbeat(
+        request_id: RequestId, body: HeartbeatBody, token: Caller, secret: RequestSecret = ""
+    ) -> dict[str, Any]:
+        acting(request_id, secret)
         try:
             renewed = store.touch(request_id, body.fencing_token)
         except LeaseLostError as error:
-            coordinator().ended(store.get(request_id))
+            coordinator().settle()
             raise HTTPException(status_code=409, detail=str(error)) from None
         coordinator().lease_changed.set()
         return store.as_dict(renewed)
 
     @app.post("/v1/requests/{request_id}/finish")
-    async def finish(request_id: RequestId, body: FinishBody, token: Caller) -> dict[str, Any]:
-        own(request_id, token)
+    async def finish(
+        request_id: RequestId, body: FinishBody, token: Caller, secret: RequestSecret = ""
+    ) -> dict[str, Any]:
+        acting(request_id, secret)
         try:
             done = store.finish(
                 request_id,
@@ -328,16 +419,18 @@ def create_app(store: LockStore, tokens: TokenTable) -> Any:
                 detail=body.detail,
             )
         except LeaseLostError as error:
-            coordinator().ended(store.get(request_id))
+            coordinator().settle()
             raise HTTPException(status_code=409, detail=str(error)) from None
-        coordinator().ended(done)
+        coordinator().settle()
         return store.as_dict(done)
 
     @app.post("/v1/requests/{request_id}/withdraw")
-    async def withdraw(request_id: RequestId, body: WithdrawBody, token: Caller) -> dict[str, Any]:
-        own(request_id, token)
+    async def withdraw(
+        request_id: RequestId, body: WithdrawBody, token: Caller, secret: RequestSecret = ""
+    ) -> dict[str, Any]:
+        acting(request_id, secret)
         left = store.withdraw(request_id, actor=token.name, outcome=Outcome(body.outcome))
-        coordinator().ended(left)
+        coordinator().settle()
         return store.as_dict(left)
 
     def env_status(env: str | None) -> list[dict[str, Any]]:
@@ -386,8 +479,7 @@ def create_app(store: LockStore, tokens: TokenTable) -> Any:
         if not token.admin:
             raise HTTPException(status_code=403, detail="releasing a lock needs an admin token")
         released = store.admin_release(env, actor=token.name, reason=body.reason)
-        if released is not None:
-            coordinator().ended(released)
+        coordinator().settle()
         return {"env": env, "released": store.as_dict(released) if released else None}
 
-    return _BodyLimit(app)
+    return _Gate(app, tokens, PUBLIC_PATHS | DOCS_PATHS if docs else PUBLIC_PATHS)

@@ -6,6 +6,7 @@ from enum import StrEnum
 __all__ = [
     "ENV_PATTERN",
     "FINAL_BY_HOLDER",
+    "REQUEST_SECRET_HEADER",
     "Outcome",
     "RequestState",
     "validate_env",
@@ -13,6 +14,9 @@ __all__ = [
 
 # An environment name: also a path segment of the API, so no slashes and no leading dot.
 ENV_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Acting on a deploy request (wait, heartbeat, finish, withdraw) needs this header: the secret
+# that only the request's enqueue answered with.
+REQUEST_SECRET_HEADER = "X-Request-Secret"  # noqa: S105 - the header's name, not a secret
 
 
 class RequestState(StrEnum):

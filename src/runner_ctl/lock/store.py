@@ -8,9 +8,13 @@ Model: per environment a FIFO queue of requests. The oldest queued request is gr
 when nobody holds the environment; a grant carries the next fencing token (strictly
 increasing per environment) and a lease the holder renews. A request ends with exactly one
 outcome, and every transition is written to the audit trail in the same transaction.
+
+Acting on a request needs the secret its enqueue returned; the store keeps only its hash
+(``secret_hash``), so the database never holds what a client would present.
 """
 
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -46,7 +50,8 @@ CREATE TABLE IF NOT EXISTS requests (
     previous_commit TEXT,
     rollback INTEGER NOT NULL DEFAULT 0,
     exit_code INTEGER,
-    detail TEXT NOT NULL DEFAULT ''
+    detail TEXT NOT NULL DEFAULT '',
+    secret_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_by_env_state ON requests (env, state, id);
 CREATE TABLE IF NOT EXISTS audit (
@@ -91,6 +96,7 @@ class Request:
     rollback: bool
     exit_code: int | None
     detail: str
+    secret_hash: str | None  # sha256 hex of the request's secret; None for requests older than secrets
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Request":
@@ -113,6 +119,7 @@ class Request:
             rollback=bool(row["rollback"]),
             exit_code=row["exit_code"],
             detail=row["detail"],
+            secret_hash=row["secret_hash"],
         )
 
 
@@ -150,6 +157,18 @@ class LockStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
+        # Requests ended by the transaction under way, and by committed ones not yet taken.
+        self._ending: list[Request] = []
+        self._ended: list[Request] = []
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older version up to SCHEMA (CREATE IF NOT EXISTS adds no column)."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(requests)")}
+        if "secret_hash" not in columns:
+            # Requests from before keep NULL: nobody can present their secret, so only their lease
+            # running out or an admin release ends them.
+            self._db.execute("ALTER TABLE requests ADD COLUMN secret_hash TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -157,12 +176,28 @@ class LockStore:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")
+        self._ending.clear()
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # Also after a failed COMMIT (a deferred constraint, a full disk): SQLite keeps the
+            # transaction open then, and every later BEGIN would fail until a restart.
+            self._ending.clear()
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        self._ended.extend(self._ending)
+        self._ending.clear()
+
+    def take_ended(self) -> list[Request]:
+        """Requests that committed transitions ended since the last call, each exactly once.
+
+        The one source for counting outcomes: a request shows up here only on its real
+        transition to done, never when a late heartbeat or a second finish meets it again.
+        """
+        ended, self._ended = self._ended, []
+        return ended
 
     def _audit(
         self, db: sqlite3.Connection, env: str, request_id: int | None, actor: str, event: str,
@@ -255,8 +290,9 @@ class LockStore:
     # ---- transitions ------------------------------------------------------------------------
 
     def enqueue(
-        self, *, env: str, commit: str, actor: str, reason: str = "", queue_policy: str = "latest", lease_ttl: float
-    ) -> Request:
+        self, *, env: str, commit: str, actor: str, reason: str = "", queue_policy: str = "latest", lease_ttl: float,
+        secret_hash: str | None = None,
+    ) -> Request:  # fmt: skip
         """Join the environment's queue. The lease also covers waiting: a waiter that stops
         calling (``touch``) is dropped when it runs out, so a dead waiter never blocks a queue."""
         now = self._clock()
@@ -264,9 +300,12 @@ class LockStore:
             db.execute("INSERT OR IGNORE INTO environments (env) VALUES (?)", (env,))
             cursor = db.execute(
                 "INSERT INTO requests (env, commit_sha, actor, reason, queue_policy, lease_ttl, state, created_at,"
-                " lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (env, commit, actor, reason, queue_policy, lease_ttl, RequestState.QUEUED, now, now + lease_ttl),
-            )
+                " lease_expires_at, secret_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    env, commit, actor, reason, queue_policy, lease_ttl, RequestState.QUEUED, now, now + lease_ttl,
+                    secret_hash,
+                ),
+            )  # fmt: skip
             request_id = int(cursor.lastrowid or 0)
             self._audit(db, env, request_id, actor, "queued", commit, reason)
             return self._get(db, request_id)
@@ -327,16 +366,26 @@ class LockStore:
     def _end(
         self, db: sqlite3.Connection, request: Request, outcome: Outcome, *, actor: str, detail: str = "",
         exit_code: int | None = None, rollback: bool = False,
-    ) -> None:  # fmt: skip
-        db.execute(
+    ) -> Request:  # fmt: skip
+        """The one transition to done. Guarded in SQL, so a request ends (and is counted) once."""
+        now = self._clock()
+        cursor = db.execute(
             "UPDATE requests SET state = ?, outcome = ?, finished_at = ?, lease_expires_at = NULL, exit_code = ?,"
-            " rollback = ?, detail = ? WHERE id = ?",
-            (RequestState.DONE, outcome, self._clock(), exit_code, int(rollback), detail, request.id),
+            " rollback = ?, detail = ? WHERE id = ? AND state != ?",
+            (RequestState.DONE, outcome, now, exit_code, int(rollback), detail, request.id, RequestState.DONE),
         )
+        if cursor.rowcount != 1:
+            return self._get(db, request.id)
         if outcome == Outcome.SUCCEEDED:
             db.execute("UPDATE environments SET last_commit = ? WHERE env = ?", (request.commit, request.env))
         event = f"{outcome}{' (rollback)' if rollback else ''}"
         self._audit(db, request.env, request.id, actor, event, request.commit, detail)
+        ended = dataclasses.replace(
+            request, state=RequestState.DONE, outcome=outcome, finished_at=now, lease_expires_at=None,
+            exit_code=exit_code, rollback=rollback, detail=detail,
+        )  # fmt: skip
+        self._ending.append(ended)
+        return ended
 
     def finish(
         self, request_id: int, *, fencing_token: int, outcome: Outcome, actor: str, exit_code: int | None = None,
@@ -353,8 +402,9 @@ class LockStore:
             else:
                 problem = f"deploy request {request_id} does not hold {request.env}"
             if problem is None:
-                self._end(db, request, outcome, actor=actor, detail=detail, exit_code=exit_code, rollback=rollback)
-                request = self._get(db, request_id)
+                request = self._end(
+                    db, request, outcome, actor=actor, detail=detail, exit_code=exit_code, rollback=rollback
+                )
             elif self._get(db, request_id).outcome == Outcome.EXPIRED and fencing_token == request.fencing_token:
                 # The holder outlived its lease: record what it says happened; the outcome stays.
                 self._audit(
@@ -385,10 +435,10 @@ class LockStore:
                 "SELECT * FROM requests WHERE state IN (?, ?) AND lease_expires_at < ? ORDER BY id",
                 (RequestState.QUEUED, RequestState.GRANTED, now),
             ).fetchall()
-            expired = [Request.from_row(row) for row in rows]
-            for request in expired:
-                self._end(db, request, Outcome.EXPIRED, actor="lockd", detail="lease ran out")
-            return [self._get(db, r.id) for r in expired]
+            return [
+                self._end(db, Request.from_row(row), Outcome.EXPIRED, actor="lockd", detail="lease ran out")
+                for row in rows
+            ]
 
     def extend_leases_after_restart(self) -> int:
         """Give every live request one more TTL, so clients can reconnect after a restart."""
@@ -411,11 +461,10 @@ class LockStore:
                 self._audit(db, env, None, actor, "admin_release", None, f"nothing held: {reason}")
                 return None
             request = Request.from_row(row)
-            self._end(db, request, Outcome.CANCELLED, actor=actor, detail=f"lock released by admin: {reason}")
-            return self._get(db, request.id)
+            return self._end(db, request, Outcome.CANCELLED, actor=actor, detail=f"lock released by admin: {reason}")
 
     def as_dict(self, request: Request) -> dict[str, Any]:
-        """A request as the API shows it."""
+        """A request as the API shows it: never its secret, nor the secret's hash."""
         return {
             "id": request.id,
             "env": request.env,
