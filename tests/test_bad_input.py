@@ -5,9 +5,6 @@ error), never a traceback, never the planted secret, and within a bounded time (
 given as a file must be refused, not opened and waited on). Nothing here boots a host or
 reaches beyond loopback: the lock URL by default is a closed loopback port, and the one
 server is a loopback http.server that answers every request with a 404 HTML page.
-
-Cases whose fix lives in another slice of issue 9 are marked xfail (strict), so the mark
-fails the suite, as it should, once the fix lands and the case passes.
 """
 
 import json
@@ -39,7 +36,6 @@ COMMIT = subprocess.run(
     ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=30
 ).stdout.strip()
 CASE_TIMEOUT_S = 20.0
-LOCK_SLICE = "fixed by the lock helper's branch"
 # The one kind of non-UTF-8 text: a lone 0xff byte, as os.fsdecode passes it through argv.
 NOT_UTF8 = os.fsdecode(b"\xff")
 
@@ -55,7 +51,6 @@ class Case:
     args: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
     code: int | None = 2  # None: any non-zero exit
-    xfail: str | None = None
 
 
 def deploy(*flags: str) -> tuple[str, ...]:
@@ -117,24 +112,22 @@ CASES = [
     Case("deploy-via-ssh-empty", deploy("--via-ssh", "")),
     Case("deploy-via-ssh-option", deploy("--via-ssh", "-oProxyCommand=true")),
     Case("deploy-retry-seconds-nan", deploy(), {"RUNNER_CTL_LOCK_RETRY_SECONDS": "nan"}),
-    Case("deploy-token-file-fifo", deploy("--token-file", "{fifo}"), code=None, xfail=LOCK_SLICE),
-    Case("deploy-token-file-not-utf8", deploy("--token-file", "{not_utf8}"), code=None, xfail=LOCK_SLICE),
+    Case("deploy-token-file-fifo", deploy("--token-file", "{fifo}"), code=None),
+    Case("deploy-token-file-not-utf8", deploy("--token-file", "{not_utf8}"), code=None),
     # A listening server: the token reaches a header only once a connection is made.
     Case(
         "deploy-token-newline",
         deploy(),
         {"RUNNER_CTL_LOCK_TOKEN": SECRET + "\n", **AT_HTML404},
         code=None,
-        xfail=LOCK_SLICE,
     ),
     Case(
         "deploy-token-non-ascii",
         deploy(),
         {"RUNNER_CTL_LOCK_TOKEN": "é" + SECRET, **AT_HTML404},
         code=None,
-        xfail=LOCK_SLICE,
     ),
-    Case("deploy-lock-url-404-html", deploy("--lock-url", "{html404}"), code=None, xfail=LOCK_SLICE),
+    Case("deploy-lock-url-404-html", deploy("--lock-url", "{html404}"), code=None),
     # ---- deploy history ----
     Case("history-env-newline", ("deploy", "history", "--env", "a\nb")),
     Case("history-env-empty", ("deploy", "history", "--env", "")),
@@ -145,13 +138,11 @@ CASES = [
         "history-token-file-fifo",
         ("deploy", "history", "--env", "prod", "--token-file", "{fifo}"),
         code=None,
-        xfail=LOCK_SLICE,
     ),
     Case(
         "history-lock-url-404-html",
         ("deploy", "history", "--env", "prod", "--lock-url", "{html404}"),
         code=None,
-        xfail=LOCK_SLICE,
     ),
     # ---- lock status / release ----
     Case("status-env-empty", ("lock", "status", "--env", "")),
@@ -163,36 +154,32 @@ CASES = [
         "status-token-newline",
         ("lock", "status"),
         {"RUNNER_CTL_LOCK_TOKEN": SECRET + "\n", **AT_HTML404},
-        xfail=LOCK_SLICE,
     ),
     Case(
         "status-token-non-ascii",
         ("lock", "status"),
         {"RUNNER_CTL_LOCK_TOKEN": "é" + SECRET, **AT_HTML404},
-        xfail=LOCK_SLICE,
     ),
     Case(
         "status-proxy-malformed",
         ("lock", "status"),
         {"HTTPS_PROXY": f"http://u:{SECRET}@[::1", "HTTP_PROXY": "http://[::1"},
         code=None,
-        xfail="the lock client is the lock helper's: httpx.Client raises InvalidURL for a malformed proxy variable",
     ),
-    Case("status-lock-url-404-html", ("lock", "status", "--lock-url", "{html404}"), code=None, xfail=LOCK_SLICE),
+    Case("status-lock-url-404-html", ("lock", "status", "--lock-url", "{html404}"), code=None),
     Case("release-env-newline", ("lock", "release", "--env", "a\nb", "--reason", "stuck")),
     Case("release-reason-empty", ("lock", "release", "--env", "prod", "--reason", "")),
     Case(
         "release-lock-url-malformed", ("lock", "release", "--env", "prod", "--reason", "x", "--lock-url", "http://[::1")
     ),
     # ---- lock serve (every case is invalid: a valid one would serve forever) ----
-    Case("serve-token-file-fifo", serve("--token-file", "{fifo}"), code=None, xfail=LOCK_SLICE),
-    Case("serve-token-file-not-utf8", serve("--token-file", "{not_utf8}"), code=None, xfail=LOCK_SLICE),
-    Case("serve-token-file-swapped", serve("--token-file", "{swapped_tokens}"), code=None, xfail=LOCK_SLICE),
+    Case("serve-token-file-fifo", serve("--token-file", "{fifo}"), code=None),
+    Case("serve-token-file-not-utf8", serve("--token-file", "{not_utf8}"), code=None),
+    Case("serve-token-file-swapped", serve("--token-file", "{swapped_tokens}"), code=None),
     Case(
         "serve-listen-not-utf8",
         serve("--token-file", "{tokens}", "--listen", f"{NOT_UTF8}:7465"),
         code=None,
-        xfail=LOCK_SLICE,
     ),
     Case("serve-listen-empty", serve("--token-file", "{tokens}", "--listen", "")),
     Case("serve-listen-port-huge", serve("--token-file", "{tokens}", "--listen", f"127.0.0.1:{10**20}")),
@@ -339,13 +326,7 @@ def _is_usage_box(stderr: str) -> bool:
     return bool(lines) and lines[0].lstrip().startswith("Usage:") and any("Error" in line for line in lines)
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, id=case.id, marks=[pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else [])
-        for case in CASES
-    ],
-)
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in CASES])
 def test_bad_input(case: Case, places: dict[str, str]) -> None:
     env = {
         **os.environ,
