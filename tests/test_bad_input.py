@@ -445,6 +445,18 @@ def test_a_state_file_never_makes_teardown_signal_every_process(tmp_path: Path) 
     assert "pid" in done.stderr and "corrupt" in done.stderr, done.stderr
 
 
+def test_testhost_ssh_without_ssh_installed_is_one_line(tmp_path: Path) -> None:
+    _state(tmp_path / "testhost" / "hosts" / "rh9")
+    (tmp_path / "empty-bin").mkdir()
+    done = runner_ctl(
+        "testhost", "ssh", "rh9", env={"RUNNER_CTL_CACHE_DIR": str(tmp_path), "PATH": str(tmp_path / "empty-bin")}
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "runner-ctl: error: cannot run ssh (No such file or directory); install it: apt-get install openssh-client"
+    ], done.stderr
+
+
 def test_a_tool_that_is_missing_or_hangs_is_a_typed_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(ToolMissingError, match="is not installed"):
         run_unchecked([str(tmp_path / "no-such-tool")], what="running a tool", timeout=10)

@@ -229,7 +229,10 @@ def testhost_ssh(
 ) -> None:
     """Open a shell on a test host (extra arguments run as a command)."""
     host = _guard(lambda: get_host(name))
-    os.execvp("ssh", ["ssh", "-F", host.ssh_config, host.name, *ctx.args])  # noqa: S606
+    try:
+        os.execvp("ssh", ["ssh", "-F", host.ssh_config, host.name, *ctx.args])  # noqa: S606
+    except OSError as error:
+        _fail(f"cannot run ssh ({error.strerror or error}); install it: apt-get install openssh-client", 2)
 
 
 @testhost_app.command("down")
