@@ -88,3 +88,25 @@ def test_duplicate_name_is_refused() -> None:
         assert get_host("thc").running()  # the refused call did not disturb it
     finally:
         runner_ctl("testhost", "down", "thc", timeout=120)
+
+
+def test_a_running_host_whose_state_file_is_corrupt_is_left_alone() -> None:
+    up = runner_ctl("testhost", "up", "--name", "thd", "--json", timeout=900)
+    assert up.returncode == 0, up.stderr
+    state = Path(json.loads(up.stdout)["ssh_config"]).parent / "host.json"
+    intact = state.read_text()
+    try:
+        state.write_text('{"name": "thd", "pid": ')
+        listed = runner_ctl("testhost", "list")
+        assert listed.returncode == 2
+        assert len(listed.stderr.strip().splitlines()) == 1 and str(state) in listed.stderr, listed.stderr
+        # Without a PID it can trust, teardown signals nothing and removes nothing while the container runs.
+        down = runner_ctl("testhost", "down", "thd", timeout=120)
+        assert down.returncode == 1
+        assert len(down.stderr.strip().splitlines()) == 1 and "still runs inside" in down.stderr, down.stderr
+        assert state.parent.is_dir()
+        assert _ssh(json.loads(up.stdout)["ssh_config"], "thd", "true").returncode == 0
+    finally:
+        state.write_text(intact)
+        runner_ctl("testhost", "down", "thd", timeout=120)
+    assert not state.parent.exists()

@@ -16,22 +16,32 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from runner_ctl import __version__
+from runner_ctl.clikit import (
+    check_http_url,
+    check_number,
+    check_text,
+    plain_console,
+    print_error,
+    progress_line,
+    stderr,
+)
 from runner_ctl.clikit import fail as _fail
 from runner_ctl.clikit import guard as _guard
-from runner_ctl.clikit import print_error, stderr
 from runner_ctl.deploy import DeployOptions, DeployResult, run_deploy
 from runner_ctl.errors import ConfigError, RunnerCtlError, UsageError
 from runner_ctl.latency.command import latency_app
 from runner_ctl.lock.client import LockClient
 from runner_ctl.lock.serve import DEFAULT_LISTEN, DEFAULT_PORT, serve
+from runner_ctl.lock.states import validate_env
 from runner_ctl.lock.tokens import read_client_secret
 from runner_ctl.lock.tunnel import ssh_tunnel
 from runner_ctl.paths import find_project_root
 from runner_ctl.rehearse import RehearsalReport, rehearse
-from runner_ctl.testhost import boot_host, destroy_host, get_host, list_hosts
+from runner_ctl.testhost import boot_host, destroy_host, get_host, host_names, list_hosts
 from runner_ctl.toolbump import OPENTOFU, bump
 
 __all__ = ["app", "main"]
@@ -120,10 +130,12 @@ def _render_report(report: RehearsalReport, console: Console) -> None:
     if report.kept and report.host:
         console.print(f"kept test host {report.host}: runner-ctl testhost ssh {report.host}", markup=False)
     if report.ok:
-        console.print("[bold green]rehearsal passed[/]")
+        console.print("rehearsal passed", style="bold green")
     else:
-        console.print(f"[bold red]rehearsal failed at step '{report.failed_step}'[/]: ", end="")
-        console.print(report.error or "", markup=False, soft_wrap=True)
+        console.print(
+            Text.assemble((f"rehearsal failed at step '{report.failed_step}'", "bold red"), ": ", report.error or ""),
+            soft_wrap=True,
+        )
 
 
 @app.command("rehearse")
@@ -143,10 +155,10 @@ def rehearse_command(
     ] = False,
 ) -> None:
     """Deploy to a fresh local Debian 12 host, run the host checks, deploy again (must change nothing)."""
-    out = stderr if as_json else Console(highlight=False)
+    out = stderr if as_json else plain_console()
 
     def progress(message: str) -> None:
-        stderr.print(f"[dim]==>[/] {message}", highlight=False)
+        progress_line("==>", message)
 
     def run() -> RehearsalReport:
         project_root = find_project_root()
@@ -198,7 +210,7 @@ def testhost_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """List test hosts and whether each is running."""
-    hosts = list_hosts()
+    hosts = _guard(list_hosts)
     if as_json:
         print(json.dumps([{**h.public(), "running": h.running()} for h in hosts]))
         return
@@ -207,7 +219,7 @@ def testhost_list(
         table.add_column(column)
     for h in hosts:
         table.add_row(h.name, h.address, "running" if h.running() else "stopped", h.ssh_config)
-    Console(highlight=False).print(table)
+    plain_console().print(table)
 
 
 @testhost_app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -217,7 +229,10 @@ def testhost_ssh(
 ) -> None:
     """Open a shell on a test host (extra arguments run as a command)."""
     host = _guard(lambda: get_host(name))
-    os.execvp("ssh", ["ssh", "-F", host.ssh_config, host.name, *ctx.args])  # noqa: S606
+    try:
+        os.execvp("ssh", ["ssh", "-F", host.ssh_config, host.name, *ctx.args])  # noqa: S606
+    except OSError as error:
+        _fail(f"cannot run ssh ({error.strerror or error}); install it: apt-get install openssh-client", 2)
 
 
 @testhost_app.command("down")
@@ -228,7 +243,7 @@ def testhost_down(
     """Stop a test host and remove it (the cached rootfs and apt repository stay)."""
     if (name is None) == (not all_hosts):
         _fail("name exactly one test host, or pass --all (e.g. 'runner-ctl testhost down rh1')", 2)
-    names = [h.name for h in list_hosts()] if all_hosts else [name or ""]
+    names = host_names() if all_hosts else [name or ""]
 
     def down() -> None:
         for each in names:
@@ -241,6 +256,7 @@ def testhost_down(
 # ---- groups that later issues fill ---------------------------------------------------------
 
 
+MAX_WAIT_SECONDS = 7 * 86_400.0  # a deploy queued for longer than a week is abandoned, not waited for
 DEPLOY_EPILOG = (
     "Exit codes: 0 succeeded, skipped_stale or superseded; the command's own code when it failed; "
     "2 usage or configuration error; 3 refused; 4 timeout; 5 lease_lost; 6 service unreachable; "
@@ -248,10 +264,20 @@ DEPLOY_EPILOG = (
 )
 
 
-def _lock_access(lock_url: str | None, token_file: Path | None) -> tuple[str, str]:
-    url = lock_url or os.environ.get("RUNNER_CTL_LOCK_URL") or f"http://{DEFAULT_LISTEN}"
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"lock URL {url!r} is invalid; expected http://HOST:PORT (e.g. http://{DEFAULT_LISTEN})")
+def _lock_access(lock_url: str | None, token_file: Path | None, via_ssh: str | None = None) -> tuple[str, str]:
+    """The lock service's URL and the client's secret, every flag checked before any is used."""
+    if lock_url is not None:
+        url = check_http_url(lock_url, "--lock-url", example=f"http://{DEFAULT_LISTEN}")
+    else:
+        # An empty variable counts as unset: CI systems export unset variables as empty.
+        url = os.environ.get("RUNNER_CTL_LOCK_URL") or f"http://{DEFAULT_LISTEN}"
+        check_http_url(url, "RUNNER_CTL_LOCK_URL", example=f"http://{DEFAULT_LISTEN}")
+    if via_ssh is not None:
+        check_text(via_ssh, "--via-ssh", example="runner-1.example.com")
+        if via_ssh.startswith("-") or any(char.isspace() for char in via_ssh):
+            raise UsageError(
+                f"--via-ssh {via_ssh!r} is not an SSH host; expected [USER@]HOST, e.g. runner-1.example.com"
+            )
     secret = read_client_secret(token_file) if token_file else os.environ.get("RUNNER_CTL_LOCK_TOKEN", "")
     if not secret:
         raise ConfigError("no deploy lock token: set RUNNER_CTL_LOCK_TOKEN or pass --token-file PATH")
@@ -271,7 +297,7 @@ def _retry_seconds() -> float:
 
 @contextlib.contextmanager
 def _client(lock_url: str | None, token_file: Path | None, via_ssh: str | None = None) -> Iterator[LockClient]:
-    url, secret = _lock_access(lock_url, token_file)
+    url, secret = _lock_access(lock_url, token_file, via_ssh)
     with contextlib.ExitStack() as stack:
         if via_ssh:
             remote = httpx.URL(url)
@@ -280,6 +306,15 @@ def _client(lock_url: str | None, token_file: Path | None, via_ssh: str | None =
         client = LockClient(url, secret, retry_seconds=_retry_seconds())
         stack.callback(client.close)
         yield client
+
+
+def _env_name(env: str) -> str:
+    """``--env`` checked on this side: its name goes into the request's URL path."""
+    check_text(env, "--env", example="production")
+    try:
+        return validate_env(env)
+    except ValueError as error:
+        raise UsageError(f"--env: {error}") from None
 
 
 LockUrl = Annotated[str | None, typer.Option(help="Lock service URL. [env: RUNNER_CTL_LOCK_URL]")]
@@ -318,9 +353,12 @@ def deploy_command(
     command = list(ctx.meta.get("runner_ctl.command", [])) + list(ctx.args)
     if env is None or commit is None:
         _fail("--env and --commit are required: runner-ctl deploy --env ENV --commit SHA -- COMMAND [ARGS...]", 2)
+    _guard(lambda: (_env_name(env), check_text(commit, "--commit", example="$GITHUB_SHA")))
+    if wait_timeout is not None:
+        _guard(lambda: check_number(wait_timeout, "--wait-timeout", 0, MAX_WAIT_SECONDS))
 
     def progress(message: str) -> None:
-        stderr.print(f"[dim]runner-ctl deploy:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+        progress_line("runner-ctl deploy:", message)
 
     def go() -> DeployResult:
         options = DeployOptions(
@@ -332,7 +370,7 @@ def deploy_command(
             return run_deploy(options, client, progress)
 
     result = _guard(go)
-    stderr.print(f"runner-ctl deploy: {result.env} {result.commit[:12]}: {result.status}", markup=False)
+    stderr.print(f"runner-ctl deploy: {result.env} {result.commit[:12]}: {result.status}")
     if as_json:
         print(json.dumps(result.to_json()))
     raise typer.Exit(result.exit_code)
@@ -349,6 +387,7 @@ def deploy_history(
     """The audit trail of an environment: who deployed what, when, and how it ended."""
     if not 1 <= limit <= 1000:
         _fail(f"--limit {limit} is out of range; expected 1 to 1000", 2)
+    _guard(lambda: _env_name(env))
 
     def fetch() -> Any:
         with _client(lock_url, token_file) as client:
@@ -364,7 +403,7 @@ def deploy_history(
     for r in records:
         when = datetime.fromtimestamp(r["at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(when, str(r["request_id"] or ""), r["actor"], r["event"], (r["commit"] or "")[:12], r["detail"])
-    Console(highlight=False).print(table)
+    plain_console().print(table)
 
 
 @lock_app.command("serve")
@@ -386,6 +425,8 @@ def lock_status(
     token_file: TokenFile = None,
 ) -> None:
     """Holder, queue and last deployed commit per environment."""
+    if env is not None:
+        _guard(lambda: _env_name(env))
 
     def fetch() -> Any:
         with _client(lock_url, token_file) as client:
@@ -408,7 +449,7 @@ def lock_status(
         )
         who = f"{holder['commit'][:12]} by {holder['actor']}" if holder else ""
         table.add_row(e["env"], (e["last_commit"] or "")[:12], who, expires, str(len(e["queue"])))
-    Console(highlight=False).print(table)
+    plain_console().print(table)
 
 
 @lock_app.command("release")
@@ -419,6 +460,7 @@ def lock_release(
     token_file: TokenFile = None,
 ) -> None:
     """Break a stuck lock (admin token only; audited). The next queued deploy proceeds."""
+    _guard(lambda: (_env_name(env), check_text(reason, "--reason", example="'holder crashed'")))
 
     def act() -> Any:
         with _client(lock_url, token_file) as client:
@@ -455,16 +497,21 @@ def tools_bump(
     if tool != OPENTOFU.tool:
         _fail(f"runner-ctl tools bump knows only {OPENTOFU.tool!r}, not {tool!r}", 2)
     source = OPENTOFU
-    if release_url:
-        source = dataclasses.replace(source, download_base=release_url)
-    if gpg_key_url:
-        source = dataclasses.replace(source, gpg_key_url=gpg_key_url)
+    if release_url is not None:
+        source = dataclasses.replace(
+            source,
+            download_base=_guard(lambda: check_http_url(release_url, "--release-url", example=OPENTOFU.download_base)),
+        )
+    if gpg_key_url is not None:
+        source = dataclasses.replace(
+            source,
+            gpg_key_url=_guard(lambda: check_http_url(gpg_key_url, "--gpg-key-url", example=OPENTOFU.gpg_key_url)),
+        )
     target = lockfile or _guard(find_project_root) / "multitool.lock.json"
     result = _guard(lambda: bump(target, version, source=source))
     if result.verified_by == "none":
         stderr.print(
-            "runner-ctl: warning: neither cosign nor gpg is installed, so the SHA256SUMS signature was NOT verified",
-            markup=False,
+            "runner-ctl: warning: neither cosign nor gpg is installed, so the SHA256SUMS signature was NOT verified"
         )
     print(
         f"{tool} {result.version}: {len(result.binaries)} binaries pinned in {target} (signature: {result.verified_by})"

@@ -1,6 +1,15 @@
 """Errors that the CLI turns into one line on stderr and an exit code (never a traceback)."""
 
-__all__ = ["ConfigError", "PrerequisiteError", "RunnerCtlError", "StepError", "UsageError"]
+__all__ = [
+    "ConfigError",
+    "PrerequisiteError",
+    "ProxyConfigError",
+    "RunnerCtlError",
+    "StepError",
+    "ToolMissingError",
+    "ToolTimeoutError",
+    "UsageError",
+]
 
 
 class RunnerCtlError(Exception):
@@ -39,3 +48,22 @@ class StepError(RunnerCtlError):
     """A step of a multi-step job (such as a rehearsal) failed."""
 
     exit_code = 1
+
+
+class ToolMissingError(PrerequisiteError):
+    """A system tool (git, pip, ssh ...) that a command runs is not installed."""
+
+
+class ToolTimeoutError(RunnerCtlError):
+    """A system tool did not finish within its time limit; it was killed."""
+
+    exit_code = 1
+
+
+class ProxyConfigError(ConfigError):
+    """httpx found a malformed URL in a proxy variable; the value is not shown (it may hold a password)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a proxy variable (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) holds a malformed URL; fix or unset it"
+        )

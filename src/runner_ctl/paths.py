@@ -1,11 +1,17 @@
 """Where runner-ctl keeps things on the controller, and how it finds the project checkout."""
 
 import os
+import stat
 from pathlib import Path
+from typing import IO, Literal
 
 from runner_ctl.errors import UsageError
 
-__all__ = ["cache_dir", "find_project_root", "is_project_root"]
+__all__ = ["cache_dir", "find_project_root", "is_project_root", "open_regular"]
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))  # fmt: skip
+_MODES = {"read": os.O_RDONLY, "write": os.O_WRONLY | os.O_CREAT, "append": os.O_WRONLY | os.O_CREAT | os.O_APPEND}
 
 
 def cache_dir() -> Path:
@@ -39,3 +45,31 @@ def find_project_root(start: Path | None = None) -> Path:
         f"no runner-ctl checkout found at or above {here}: run this inside a clone of the "
         "runner-ctl repository (it holds deploys/ and inventories/)"
     )
+
+
+def open_regular(path: Path, what: str, mode: Literal["read", "write", "append"] = "read") -> IO[bytes]:
+    """``path`` opened as a regular file, binary; UsageError naming ``what`` for anything else.
+
+    Opened with O_NONBLOCK and checked with fstat on the open descriptor (no window between
+    a check and the open): a FIFO or a device given as a file is refused at once, where a
+    plain open would wait forever for a writer (or read /dev/zero without end).
+    """
+    verb = "read" if mode == "read" else "write"
+    try:
+        fd = os.open(path, _MODES[mode] | os.O_NONBLOCK | os.O_NOCTTY, 0o666)
+    except OSError as error:
+        raise UsageError(f"cannot {verb} {what} {path}: {error.strerror or error}") from None
+    try:
+        kind = next((name for test, name in _KINDS if test(os.fstat(fd).st_mode)), None)
+        if kind is not None:
+            raise UsageError(f"{what} {path} is {kind}, not a regular file; give a file")
+        os.set_blocking(fd, True)
+        if mode == "write":
+            os.ftruncate(fd, 0)  # only now: O_TRUNC would have truncated before the check
+        return os.fdopen(fd, "rb" if mode == "read" else "ab" if mode == "append" else "wb")
+    except OSError as error:
+        os.close(fd)
+        raise UsageError(f"cannot {verb} {what} {path}: {error.strerror or error}") from None
+    except BaseException:
+        os.close(fd)
+        raise

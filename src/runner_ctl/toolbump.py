@@ -21,7 +21,9 @@ from typing import Any
 
 import httpx
 
-from runner_ctl.errors import ConfigError, RunnerCtlError
+from runner_ctl._proc import last_line, run_unchecked
+from runner_ctl.errors import ConfigError, ProxyConfigError, RunnerCtlError
+from runner_ctl.paths import open_regular
 from runner_ctl.tools import LockfileError, load_lockfile
 
 __all__ = ["OPENTOFU", "BumpResult", "ReleaseSource", "SignatureError", "bump"]
@@ -119,14 +121,13 @@ def _verify_cosign(client: httpx.Client, source: ReleaseSource, version: str, su
     identity = source.cosign_identity.format(major=major, minor=minor)
     if "-" in version:
         identity = identity.rsplit("@", 1)[0] + "@refs/heads/main"
-    result = subprocess.run(
+    result = run_unchecked(
         ["cosign", "verify-blob", "--certificate-identity", identity, "--certificate-oidc-issuer",
          source.cosign_issuer, "--signature", str(signature), "--certificate", str(certificate), str(sums)],
-        capture_output=True, text=True, timeout=120, check=False,
+        what=f"verifying {name} with cosign", timeout=120,
     )  # fmt: skip
     if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or ["no detail"])[-1]
-        raise SignatureError(f"cosign refused the signature of {name} ({detail}); nothing was written")
+        raise SignatureError(f"cosign refused the signature of {name} ({last_line(result)}); nothing was written")
 
 
 def _verify_gpg(client: httpx.Client, source: ReleaseSource, version: str, sums: Path) -> None:
@@ -140,10 +141,12 @@ def _verify_gpg(client: httpx.Client, source: ReleaseSource, version: str, sums:
     env = {**os.environ, "GNUPGHOME": str(home)}
 
     def gpg(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return run_unchecked(
             ["gpg", "--batch", "--no-tty", "--status-fd", "1", *args],
-            capture_output=True, text=True, timeout=60, env=env, check=False,
-        )  # fmt: skip
+            what=f"verifying {name} with gpg",
+            timeout=60,
+            env=env,
+        )
 
     gpg("--import", str(key))
     # Trust comes from the pinned fingerprint, not from whatever the key URL served.
@@ -159,13 +162,26 @@ def _verify_gpg(client: httpx.Client, source: ReleaseSource, version: str, sums:
         )
 
 
-def _rewrite(lockfile: Path, tool: str, binaries: list[dict[str, str]]) -> None:
+def _read_lockfile(lockfile: Path) -> dict[str, Any]:
+    """The lockfile's document ({} if there is none yet); read before anything is fetched."""
+    if not lockfile.exists() and not lockfile.is_symlink():
+        return {}
+    with open_regular(lockfile, "--lockfile") as handle:
+        raw = handle.read()
     try:
-        document: dict[str, Any] = json.loads(lockfile.read_text(encoding="utf-8")) if lockfile.exists() else {}
-    except (OSError, json.JSONDecodeError) as error:
-        raise ConfigError(f"cannot read {lockfile} ({error}); fix or remove it first") from None
+        document = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{lockfile} is not UTF-8 text; fix or remove it first") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{lockfile} is not valid JSON (line {error.lineno}: {error.msg}); fix or remove it first"
+        ) from None
     if not isinstance(document, dict):
         raise ConfigError(f"{lockfile}: expected an object of tools at the top level")
+    return document
+
+
+def _rewrite(lockfile: Path, document: dict[str, Any], tool: str, binaries: list[dict[str, str]]) -> None:
     document.setdefault(
         "$schema", "https://raw.githubusercontent.com/theoremlp/rules_multitool/main/lockfile.schema.json"
     )
@@ -186,12 +202,17 @@ def _rewrite(lockfile: Path, tool: str, binaries: list[dict[str, str]]) -> None:
 def bump(lockfile: Path, version: str, *, source: ReleaseSource = OPENTOFU, verifier: str = "auto") -> BumpResult:
     """Pin ``source.tool`` at ``version`` in ``lockfile`` for linux/macos on x86_64/arm64."""
     version = version.removeprefix("v")
-    if not VERSION_PATTERN.match(version):
+    if not VERSION_PATTERN.fullmatch(version):
         raise ConfigError(f"version {version!r} is not a release version like 1.12.6")
+    document = _read_lockfile(lockfile)
     if verifier == "auto":
         verifier = "cosign" if shutil.which("cosign") else "gpg" if shutil.which("gpg") else "none"
     name = f"{source.tool}_{version}_SHA256SUMS"
-    with httpx.Client(timeout=TIMEOUT, follow_redirects=True, trust_env=True) as client, _scratch() as scratch:
+    try:
+        http = httpx.Client(timeout=TIMEOUT, follow_redirects=True, trust_env=True)
+    except httpx.InvalidURL:  # the release URLs are checked already: only a proxy variable is left
+        raise ProxyConfigError from None
+    with http as client, _scratch() as scratch:
         sums_bytes = _get(client, source.asset(version, name), name)
         sums_file = scratch / name
         sums_file.write_bytes(sums_bytes)
@@ -212,5 +233,5 @@ def bump(lockfile: Path, version: str, *, source: ReleaseSource = OPENTOFU, veri
         }
         for os_name, cpu, goname in PLATFORMS
     ]
-    _rewrite(lockfile, source.tool, binaries)
+    _rewrite(lockfile, document, source.tool, binaries)
     return BumpResult(version=version, verified_by=verifier, binaries=binaries)

@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -154,12 +155,32 @@ def parse_binary(tool: str, index: int, entry: object, lockfile: Path) -> Binary
     return Binary(tool, kind, url, sha256, os_name, cpu, file, archive_type)
 
 
-def load_lockfile(lockfile: Path) -> dict[str, list[Binary]]:
-    """Every tool's binaries, validated; a LockfileError names the first problem."""
+def _read_text(lockfile: Path) -> str:
+    """The lockfile's text. Opened non-blocking and checked on the open descriptor, so a FIFO
+    or a device named as the lockfile is refused at once instead of waited on.
+
+    (runner_ctl.paths.open_regular does the same for the package; this file may import
+    nothing from it: bin/tofu runs it with the system python3, outside any virtualenv.)
+    """
     try:
-        text = lockfile.read_text(encoding="utf-8")
+        fd = os.open(lockfile, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as error:
         raise LockfileError(f"cannot read {lockfile}: {error.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LockfileError(f"{lockfile} is not a regular file; it must be the multitool.lock.json file")
+    with open(fd, "rb") as handle:  # noqa: PTH123 - a descriptor, not a path
+        try:
+            return handle.read().decode("utf-8")
+        except OSError as error:
+            raise LockfileError(f"cannot read {lockfile}: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise LockfileError(f"{lockfile} is not UTF-8 text (byte {error.start}); fix or restore it") from None
+
+
+def load_lockfile(lockfile: Path) -> dict[str, list[Binary]]:
+    """Every tool's binaries, validated; a LockfileError names the first problem."""
+    text = _read_text(lockfile)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:

@@ -11,12 +11,12 @@ rebuilds and a changed one always does.
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tomllib
 import uuid
 from pathlib import Path
 
+from runner_ctl._proc import last_line, run_unchecked
 from runner_ctl.errors import RunnerCtlError
 from runner_ctl.paths import cache_dir
 
@@ -48,16 +48,11 @@ def source_digest(project_root: Path, arch: str) -> str:
 
 
 def _pip(*args: str, what: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
+    done = run_unchecked(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], what=what, timeout=1800
     )
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise RunnerCtlError(f"{what} failed: {last}")
+        raise RunnerCtlError(f"{what} failed: {last_line(done)}")
 
 
 def build_wheelhouse(project_root: Path, arch: str) -> Path:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from runner_ctl import __version__
-from runner_ctl.errors import ConfigError, RunnerCtlError
+from runner_ctl.errors import ConfigError, ProxyConfigError, RunnerCtlError
 from runner_ctl.latency.httpcache import ApiCounters, HttpCache
 from runner_ctl.latency.model import Filters
 from runner_ctl.latency.window import Window
@@ -151,11 +151,14 @@ class RestClient:
         self._sleep = sleep
         self._resume_at = 0.0
         self._lock = threading.Lock()
-        self._http = httpx.Client(
-            headers={**auth_headers, "User-Agent": f"runner-ctl/{__version__}"},
-            timeout=httpx.Timeout(30.0),
-            follow_redirects=True,
-        )
+        try:
+            self._http = httpx.Client(
+                headers={**auth_headers, "User-Agent": f"runner-ctl/{__version__}"},
+                timeout=httpx.Timeout(30.0),
+                follow_redirects=True,
+            )
+        except httpx.InvalidURL:  # --api-url is checked already: only a proxy variable is left (it may hold a password)
+            raise ProxyConfigError from None
 
     def close(self) -> None:
         self._http.close()
@@ -262,6 +265,9 @@ class RestClient:
         self._pause_for_rate_limit()
         try:
             response = self._http.get(url, headers=headers)
+        except httpx.LocalProtocolError as error:
+            # Raised while writing the request: its text may quote a header, the token's included.
+            raise ApiError(f"the {self.forge} API request could not be sent ({type(error).__name__})") from None
         except httpx.TransportError as error:
             raise _RetryableError(str(error) or type(error).__name__) from None
         self._note_budget(response)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from runner_ctl.errors import UsageError
+from runner_ctl.paths import open_regular
 
 __all__ = ["FORMATS", "check_chart_path", "write_chart"]
 
@@ -26,6 +27,8 @@ def check_chart_path(path: Path) -> str:
         raise UsageError(f"--chart needs matplotlib, which is not installed: {INSTALL_HINT}")
     if not path.parent.is_dir():
         raise UsageError(f"--chart {path}: the directory {path.parent} does not exist")
+    if path.exists() and not path.is_file():  # before any API call; write_chart checks the open file again
+        raise UsageError(f"--chart {path} exists and is not a regular file; give a file name")
     return chart_format
 
 
@@ -71,7 +74,8 @@ def write_chart(path: Path, data: dict[str, Any], queues: list[float]) -> None:
         right.set_ylabel("queue p95 (s)")
         right.legend()
         try:
-            figure.savefig(path, format=chart_format, dpi=110)
+            with open_regular(path, "--chart", "write") as handle:
+                figure.savefig(handle, format=chart_format, dpi=110)
         except OSError as error:
             raise UsageError(f"cannot write --chart {path}: {error.strerror or error}") from None
     finally:

@@ -9,15 +9,15 @@ model recommends more slots; 130 interrupted.
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from runner_ctl.clikit import guard, stderr
+from runner_ctl.clikit import check_http_url, check_number, check_text, guard, plain_console, stderr
 from runner_ctl.errors import ConfigError, UsageError
 from runner_ctl.latency.api import SourceOptions
 from runner_ctl.latency.chart import check_chart_path, write_chart
@@ -28,7 +28,7 @@ from runner_ctl.latency.model import Filters, Job, read_jsonl, write_jsonl
 from runner_ctl.latency.render import markdown, print_table
 from runner_ctl.latency.report import DEFAULT_MAX_SLOTS, DEFAULT_TARGET_P95, Report, ReportOptions, build_report, select
 from runner_ctl.latency.window import Window, resolve_window
-from runner_ctl.paths import cache_dir
+from runner_ctl.paths import cache_dir, open_regular
 
 __all__ = ["EXIT_SCALE_OUT", "latency_app"]
 
@@ -41,6 +41,8 @@ FORGES: dict[str, tuple[Callable[[str, SourceOptions], list[Job]], str, str]] = 
 }
 OUTPUT_FORMATS = ("table", "markdown", "json")
 MAX_SLOTS_LIMIT = 1024
+MAX_TARGET_P95 = 7 * 86_400.0  # a queue target beyond a week says nothing about slots
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 latency_app = typer.Typer(
     help="CI queue time and wall-clock latency from GitHub or GitLab, and how many runner slots keep queues short.",
@@ -65,9 +67,16 @@ def _split_labels(values: list[str] | None) -> frozenset[str]:
 
 
 def _token(name: str) -> str:
+    """The token in ``$name``, checked before it goes into a header; no message shows it."""
+    if not _ENV_NAME.fullmatch(name):
+        raise UsageError(f"--token-env {name!r} is not an environment variable name (e.g. GITHUB_TOKEN)")
     token = os.environ.get(name, "").strip()
     if not token:
         raise ConfigError(f"no API token: set the environment variable {name} (or name another one with --token-env)")
+    if not token.isascii():
+        raise ConfigError(f"{name} contains non-ASCII characters; set it to the token exactly as the forge issued it")
+    if not token.isprintable() or any(char.isspace() for char in token):
+        raise ConfigError(f"{name} contains whitespace or control characters; set it to the token alone")
     return token
 
 
@@ -77,15 +86,15 @@ def _emit(report: Report, output_format: str) -> None:
         return
     if output_format == "table":
         width = None if sys.stdout.isatty() else 160
-        print_table(report.data, Console(highlight=False, width=width))
+        print_table(report.data, plain_console(width=width))
         return
     text = markdown(report.data)
     print(text)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:
-            with Path(summary).open("a", encoding="utf-8") as handle:
-                handle.write(text + "\n")
+            with open_regular(Path(summary), "$GITHUB_STEP_SUMMARY", "append") as handle:
+                handle.write(text.encode() + b"\n")
         except OSError as error:
             raise ConfigError(f"cannot append to $GITHUB_STEP_SUMMARY ({summary}): {error.strerror or error}") from None
 
@@ -175,17 +184,24 @@ def report_command(
     raise typer.Exit(code)
 
 
-def _check_flags(sources: list[object], output_format: str, chart: Path | None, options: ReportOptions) -> None:
+def _check_flags(
+    sources: list[object], output_format: str, chart: Path | None, options: ReportOptions, filters: Filters
+) -> None:
     if len(sources) != 1:
         raise UsageError("give exactly one source: --github OWNER/REPO, --gitlab PROJECT or --from-jsonl FILE")
     if output_format not in OUTPUT_FORMATS:
         raise UsageError(f"--format {output_format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
-    if options.slots is not None and options.slots < 1:
-        raise UsageError("--slots must be 1 or more")
+    if options.slots is not None and not 1 <= options.slots <= MAX_SLOTS_LIMIT:
+        raise UsageError(f"--slots must be from 1 to {MAX_SLOTS_LIMIT}")
     if not 1 <= options.max_slots <= MAX_SLOTS_LIMIT:
         raise UsageError(f"--max-slots must be from 1 to {MAX_SLOTS_LIMIT}")
-    if not options.target_p95 > 0:
+    check_number(options.target_p95, "--target-p95", 0, MAX_TARGET_P95)
+    if options.target_p95 == 0:
         raise UsageError("--target-p95 must be a positive number of seconds")
+    if filters.workflow is not None:
+        check_text(filters.workflow, "--workflow", example="CI")
+    if filters.branch is not None:
+        check_text(filters.branch, "--branch", example="main")
     if chart is not None:
         check_chart_path(chart)  # before any API call: a missing matplotlib wastes none
 
@@ -208,21 +224,21 @@ def _report(
     fail_on_scale_out: bool,
 ) -> int:
     chosen_format = output_format or ("table" if sys.stdout.isatty() else "markdown")
-    _check_flags([s for s in (github, gitlab, from_jsonl) if s], chosen_format, chart, options)
+    _check_flags([s for s in (github, gitlab, from_jsonl) if s], chosen_format, chart, options, filters)
     counters = ApiCounters()
     cache_root = cache if cache is not None else cache_dir() / "latency"
     if from_jsonl is not None:
         jobs = list(read_jsonl(from_jsonl))
-        window = resolve_window(since, until) if since or until else _trace_window(jobs)
+        window = resolve_window(since, until) if since is not None or until is not None else _trace_window(jobs)
         source = f"jsonl:{from_jsonl}"
     else:
         forge, target = ("github", github) if github is not None else ("gitlab", gitlab or "")
         fetch, default_api, default_token_env = FORGES[forge]
         window = resolve_window(since, until)
-        name = token_env or default_token_env
+        name = default_token_env if token_env is None else token_env
         source = f"{forge}:{target}"
         source_options = SourceOptions(
-            api_url=api_url or default_api,
+            api_url=default_api if api_url is None else check_http_url(api_url, "--api-url", example=default_api),
             token=_token(name),
             token_env=name,
             window=window,

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from runner_ctl.errors import UsageError
 from runner_ctl.latency.api import Payload, RestClient, SourceOptions, fetch_all, trimmer
-from runner_ctl.latency.model import Filters, Job, format_time, parse_time
+from runner_ctl.latency.model import Filters, IsoTime, Job, format_time, parse_time
 from runner_ctl.latency.window import day_chunks
 
 __all__ = ["GITHUB_API", "RESULT_CAP", "fetch_github"]
@@ -37,7 +37,7 @@ class _Run(Payload):
     name: str | None = None
     head_branch: str | None = None
     status: str | None = None
-    created_at: str
+    created_at: IsoTime
     run_attempt: int = 1
 
 
@@ -52,9 +52,9 @@ class _Job(Payload):
     name: str
     status: str | None = None
     conclusion: str | None = None
-    created_at: str
-    started_at: str | None = None
-    completed_at: str | None = None
+    created_at: IsoTime
+    started_at: IsoTime | None = None
+    completed_at: IsoTime | None = None
     labels: list[str] = Field(default_factory=list)
     runner_name: str | None = None
     runner_group_name: str | None = None
@@ -131,7 +131,7 @@ class _GitHub:
 
 def fetch_github(repo: str, options: SourceOptions) -> list[Job]:
     """The jobs of the completed runs of ``repo`` created in the window."""
-    if not _REPO.match(repo):
+    if not _REPO.fullmatch(repo):
         raise UsageError(f"--github {repo!r} is not OWNER/REPO (for example octo-org/octo-repo)")
     window, filters = options.window, options.filters
     client = options.client(

@@ -15,13 +15,14 @@ Queue time is GitLab's own ``queued_duration`` (from pending to started). Jobs o
 hosted runners (``*.runners-manager.gitlab.com``, ``saas-*`` tags) are marked hosted.
 """
 
+from typing import Annotated
 from urllib.parse import quote
 
 from pydantic import Field
 
 from runner_ctl.errors import UsageError
 from runner_ctl.latency.api import Payload, RestClient, SourceOptions, fetch_all, trimmer
-from runner_ctl.latency.model import Filters, Job, format_time, parse_time
+from runner_ctl.latency.model import Filters, IsoTime, Job, format_time, parse_time
 from runner_ctl.latency.window import Window, day_chunks
 
 __all__ = ["FINISHED", "fetch_gitlab", "is_gitlab_hosted"]
@@ -38,8 +39,8 @@ class _Pipeline(Payload):
     ref: str | None = None
     name: str | None = None
     source: str | None = None
-    created_at: str
-    updated_at: str | None = None
+    created_at: IsoTime
+    updated_at: IsoTime | None = None
 
 
 class _Runner(Payload):
@@ -54,10 +55,10 @@ class _Job(Payload):
     name: str
     status: str
     ref: str | None = None
-    created_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    queued_duration: float | None = None
+    created_at: IsoTime
+    started_at: IsoTime | None = None
+    finished_at: IsoTime | None = None
+    queued_duration: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     tag_list: list[str] = Field(default_factory=list)
     runner: _Runner | None = None
 

@@ -7,13 +7,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from runner_ctl.errors import UsageError
+from runner_ctl.paths import open_regular
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
     "REQUIRED_FIELDS",
     "Filters",
+    "IsoTime",
     "Job",
     "format_time",
     "job_to_json",
@@ -33,6 +37,11 @@ REQUIRED_FIELDS = (
     "conclusion",
     "run_id",
 )
+
+# The moments a report handles: no CI ran before 1970, and a day's margin below year 9999
+# keeps whole-day chunks and ISO formatting of a window's ends inside Python's calendar.
+EARLIEST = 0.0
+LATEST = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
 
 
 @dataclass(slots=True)  # not frozen: its __init__ would cost a 100k-job trace a quarter second
@@ -99,14 +108,27 @@ def _seconds(value: object) -> float:
     if not isinstance(value, str):
         raise ValueError("expected an ISO 8601 date-time string")
     try:
-        return parse_time(value)
-    except ValueError:
+        seconds = parse_time(value)
+    except (ValueError, OverflowError):
         raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
+    if not EARLIEST <= seconds <= LATEST:
+        raise ValueError(f"{value!r} is outside {format_time(EARLIEST)} .. {format_time(LATEST)}")
+    return seconds
 
 
 # Parsed straight to POSIX seconds: datetime objects with pydantic's own tzinfo cost a 100k-job
 # trace about a second in .timestamp() alone.
 _Time = Annotated[float, BeforeValidator(_seconds)]
+
+
+def _checked_iso(value: str) -> str:
+    _seconds(value)
+    return value
+
+
+# A forge's date-time, kept as the text the forge sent (the API cache stores it so) but checked
+# when the answer is validated: a bad one is an unexpected payload, not a traceback later.
+IsoTime = Annotated[str, AfterValidator(_checked_iso)]
 
 
 class _JobLine(BaseModel):
@@ -127,7 +149,7 @@ class _JobLine(BaseModel):
     run_created_at: _Time | None = None
     branch: str | None = None
     status: str | None = None
-    queued_seconds: Annotated[float, Field(ge=0)] | None = None
+    queued_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     hosted: bool | None = None
 
     def to_job(self) -> Job:
@@ -165,11 +187,7 @@ def _line_error(path: Path, number: int, error: ValidationError) -> UsageError:
 
 def read_jsonl(path: Path) -> Iterator[Job]:
     """The jobs of a JSONL trace; a bad line raises UsageError naming the file and line."""
-    try:
-        handle = path.open("rb")
-    except OSError as error:
-        raise UsageError(f"cannot read --from-jsonl {path}: {error.strerror or error}") from None
-    with handle:
+    with open_regular(path, "--from-jsonl") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
@@ -207,9 +225,9 @@ def write_jsonl(path: Path, jobs: Iterable[Job]) -> int:
     """Write a trace that ``read_jsonl`` reads back; returns the number of lines."""
     count = 0
     try:
-        with path.open("w", encoding="utf-8") as handle:
+        with open_regular(path, "--export-jsonl", "write") as handle:
             for job in jobs:
-                handle.write(json.dumps(job_to_json(job), separators=(",", ":")) + "\n")
+                handle.write(json.dumps(job_to_json(job), separators=(",", ":")).encode() + b"\n")
                 count += 1
     except OSError as error:
         raise UsageError(f"cannot write --export-jsonl {path}: {error.strerror or error}") from None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from runner_ctl.errors import UsageError
-from runner_ctl.latency.model import format_time
+from runner_ctl.latency.model import EARLIEST, LATEST, format_time
 
 __all__ = ["DAY", "DEFAULT_SINCE", "Window", "day_chunks", "parse_moment", "resolve_window"]
 
@@ -41,22 +41,28 @@ def parse_moment(text: str, *, flag: str, now: float) -> float:
     """A point in time from ``--since``/``--until`` text; UsageError saying the forms if unreadable."""
     if text.strip().lower() == "now":
         return now
-    duration = _DURATION.match(text)
-    if duration:
-        return now - float(duration.group(1)) * _UNITS[duration.group(2)]
+    duration = _DURATION.fullmatch(text)
     try:
-        moment = datetime.fromisoformat(text.strip())
+        if duration:
+            moment = now - float(duration.group(1)) * _UNITS[duration.group(2)]
+        else:
+            parsed = datetime.fromisoformat(text.strip())
+            moment = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     except ValueError:
         raise UsageError(f"{flag} {text!r} is not a time: give {_FORMS}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    except OverflowError:  # a date-time whose offset takes it past the calendar's ends
+        moment = math.nan
+    if not EARLIEST <= moment <= LATEST:
+        raise UsageError(
+            f"{flag} {text!r} is outside {format_time(EARLIEST)} .. {format_time(LATEST)}, the time a report covers"
+        )
+    return moment
 
 
 def resolve_window(since: str | None, until: str | None, *, now: float | None = None) -> Window:
     current = time.time() if now is None else now
-    start = parse_moment(since or DEFAULT_SINCE, flag="--since", now=current)
-    end = parse_moment(until, flag="--until", now=current) if until else current
+    start = parse_moment(DEFAULT_SINCE if since is None else since, flag="--since", now=current)
+    end = current if until is None else parse_moment(until, flag="--until", now=current)
     if start >= end:
         raise UsageError(f"--since ({format_time(start)}) must be before --until ({format_time(end)})")
     return Window(start, end)

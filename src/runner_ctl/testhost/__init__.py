@@ -11,6 +11,7 @@ from runner_ctl.testhost._host import (
     destroy_host,
     get_host,
     harness_dir,
+    host_names,
     list_hosts,
 )
 from runner_ctl.testhost._images import APT_REPO_MOUNT, APT_SOURCE_LINE, ROOTFS_PACKAGES, repo_packages
@@ -29,6 +30,7 @@ __all__ = [
     "destroy_host",
     "get_host",
     "harness_dir",
+    "host_names",
     "list_hosts",
     "repo_packages",
 ]

@@ -19,9 +19,12 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from runner_ctl._proc import run
-from runner_ctl.errors import RunnerCtlError, UsageError
+from runner_ctl.errors import ConfigError, RunnerCtlError, UsageError
 from runner_ctl.paths import cache_dir
 from runner_ctl.testhost._images import APT_REPO_MOUNT, APT_SOURCE_LINE, build_lock, ensure_apt_repo, ensure_rootfs
 from runner_ctl.testhost._network import (
@@ -40,6 +43,7 @@ __all__ = [
     "destroy_host",
     "get_host",
     "harness_dir",
+    "host_names",
     "list_hosts",
 ]
 
@@ -73,10 +77,11 @@ class DisposableHost:
     ssh_key: str
     known_hosts: str
     apt_repo: str
-    volume_mb: int = 0
+    volume_mb: Annotated[int, Field(ge=0)] = 0
     volume_loop: str | None = None
-    pid: int | None = None
-    pid_start_time: int | None = None
+    # Teardown signals this PID: never 0, 1 or negative (kill(-1) signals every process).
+    pid: Annotated[int, Field(gt=1)] | None = None
+    pid_start_time: Annotated[int, Field(ge=0)] | None = None
 
     @property
     def network(self) -> HostNetwork:
@@ -139,11 +144,37 @@ def _start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+_STATE = TypeAdapter(DisposableHost)
+
+
+def _corrupt(path: Path, reason: str) -> ConfigError:
+    return ConfigError(
+        f"test host state file {path} is corrupt ({reason}); remove that host with 'runner-ctl testhost down "
+        f"{path.parent.name}' (or --all), or remove {path.parent} yourself once no container runs from it"
+    )
+
+
 def _load(path: Path) -> DisposableHost | None:
+    """The host described by ``path``; None if there is none; ConfigError if it is corrupt.
+
+    Strictly validated: teardown signals the PID it names and removes the directory it
+    names, so a damaged file must never point either anywhere else.
+    """
     try:
-        return DisposableHost(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return None
+    except OSError as error:
+        raise _corrupt(path, error.strerror or str(error)) from None
+    try:
+        host = _STATE.validate_json(raw, strict=True)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "file"
+        raise _corrupt(path, f"{where}: {first['msg']}") from None
+    if host.name != path.parent.name or Path(host.directory).resolve() != path.parent.resolve():
+        raise _corrupt(path, "it names another host or directory")
+    return host
 
 
 def list_hosts() -> list[DisposableHost]:
@@ -157,6 +188,7 @@ def list_hosts() -> list[DisposableHost]:
 
 
 def get_host(name: str) -> DisposableHost:
+    _validate_name(name)
     host = _load(_hosts_dir() / name / "host.json")
     if host is None:
         known = ", ".join(h.name for h in list_hosts()) or "none"
@@ -165,7 +197,7 @@ def get_host(name: str) -> DisposableHost:
 
 
 def _validate_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise UsageError(
             f"test host name {name!r} is invalid; expected a lower-case letter then up to 10 "
             "letters, digits or '-' (e.g. 'rh1')"
@@ -223,6 +255,7 @@ def boot_host(name: str | None = None, *, volume_mb: int = 0) -> DisposableHost:
     if not 0 <= volume_mb <= 1_048_576:
         raise UsageError(f"--volume-mb {volume_mb} is out of range; expected 0 (none) to 1048576 MiB")
     check_prerequisites()
+    list_hosts()  # a corrupt state file stops us here, before any image is built
     base = harness_dir()
     rootfs = ensure_rootfs(base)
     repo = ensure_apt_repo(base, rootfs)
@@ -415,7 +448,7 @@ def _stop(host: DisposableHost) -> None:
             time.sleep(0.2)
 
 
-def _release_swap(host: DisposableHost) -> None:
+def _release_swap(rootfs: Path) -> None:
     """Turn off swap files that live in the host's rootfs.
 
     Swap is not namespaced: a swap file the host activated is active on the controller's
@@ -428,7 +461,7 @@ def _release_swap(host: DisposableHost) -> None:
         return
     for entry in entries:
         path = entry.split()[0]
-        candidate = host.rootfs / path.lstrip("/")
+        candidate = rootfs / path.lstrip("/")
         if path.startswith("/") and candidate.is_file():
             subprocess.run(["swapoff", str(candidate)], capture_output=True, check=False)
 
@@ -439,16 +472,51 @@ def _mounted_below(directory: Path) -> list[str]:
     return [m.split()[1] for m in mounts if (m.split()[1] + "/").startswith(prefix)]
 
 
-def destroy_host(name: str) -> None:
-    """Stop the host's nspawn process, remove its network and its directory."""
-    host = get_host(name)
-    _stop(host)
-    if host.running():
-        raise RunnerCtlError(f"test host {name} (pid {host.pid}) did not stop; nothing was removed")
-    _release_swap(host)
-    _detach_volume(host)
-    destroy_network(host.network)
-    directory = Path(host.directory)
+def _process_inside(directory: Path) -> int | None:
+    """A process of a container still running from ``directory``: its systemd-nspawn, named by
+    its command line, or a process whose root is the rootfs (compared by inode: the path a
+    process in another mount namespace shows for its root is its own "/")."""
+    rootfs = directory / "rootfs"
+    marker = f"--directory={rootfs}".encode()
+    try:
+        target = rootfs.stat()
+    except OSError:
+        target = None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (proc / "cmdline").read_bytes().split(b"\0"):
+                return int(proc.name)
+            root = (proc / "root").stat()
+            if target is not None and (root.st_dev, root.st_ino) == (target.st_dev, target.st_ino):
+                return int(proc.name)
+    return None
+
+
+def _destroy_corrupt(name: str) -> None:
+    """Tear down a host whose state file is unreadable, from what its name alone determines.
+
+    Without a trustworthy PID nothing is signalled: a container still running from the
+    directory stops the teardown, with the PID to look at.
+    """
+    directory = _hosts_dir() / name
+    running = _process_inside(directory)
+    if running is not None:
+        raise RunnerCtlError(
+            f"test host {name}: its state file is corrupt and process {running} still runs inside {directory}; "
+            f"stop the systemd-nspawn that started it (its parent), then 'runner-ctl testhost down {name}' again"
+        )
+    _release_swap(directory / "rootfs")
+    image = directory / "volume.img"
+    if image.is_file():
+        for line in run(["losetup", "-j", image], what="finding the test host's volume").splitlines():
+            run(["losetup", "-d", line.split(":", 1)[0]], what="detaching the test host's volume")
+    destroy_network(HostNetwork(0, f"runner-ctl-{name}", f"rct-{name}", "", ""))
+    _remove_directory(name, directory)
+
+
+def _remove_directory(name: str, directory: Path) -> None:
     mounts = _mounted_below(directory)
     if mounts:
         raise RunnerCtlError(
@@ -456,3 +524,24 @@ def destroy_host(name: str) -> None:
             f"then run 'runner-ctl testhost down {name}' again"
         )
     shutil.rmtree(directory)
+
+
+def host_names() -> list[str]:
+    """Every test host that has a state file, readable or not (what 'down --all' removes)."""
+    return sorted(state.parent.name for state in _hosts_dir().glob("*/host.json")) if _hosts_dir().is_dir() else []
+
+
+def destroy_host(name: str) -> None:
+    """Stop the host's nspawn process, remove its network and its directory."""
+    try:
+        host = get_host(name)
+    except ConfigError:  # its state file is corrupt
+        _destroy_corrupt(name)
+        return
+    _stop(host)
+    if host.running():
+        raise RunnerCtlError(f"test host {name} (pid {host.pid}) did not stop; nothing was removed")
+    _release_swap(host.rootfs)
+    _detach_volume(host)
+    destroy_network(host.network)
+    _remove_directory(name, Path(host.directory))
