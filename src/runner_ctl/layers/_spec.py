@@ -1,0 +1,42 @@
+"""What a host layer declares about itself: its settings, its apt packages, its secrets.
+
+One spec per layer (``runner_ctl.layers.<name>``); ``runner_ctl.hostdata`` composes them.
+Each settings field documents itself: ``Field(default, description=..., examples=[...])``
+plus ``json_schema_extra={"form": "..."}`` — the expected form a one-line error shows —
+so the error messages, ``inventories/group_data/all.py``'s comments and the README's key
+tables come from one source.
+"""
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["LayerSettings", "LayerSpec", "expected_form"]
+
+
+class LayerSettings(BaseModel):
+    """Base of every layer's settings model: unknown keys refused, values immutable, no coercion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    name: str  # the layer's file stem in deploys/
+    settings: type[LayerSettings]
+    apt_packages: tuple[str, ...] = ()
+    secret_fields: tuple[str, ...] = ()  # fields holding secret references (env:/file:/cmd:/generated:)
+
+
+def expected_form(model: type[BaseModel], key: str) -> str | None:
+    """The documented expected form of ``key`` (with its example), if the model declares one."""
+    field = model.model_fields.get(key)
+    if field is None:
+        return None
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    form = extra.get("form")
+    if not isinstance(form, str):
+        return None
+    if field.examples:
+        return f"{form} (e.g. {field.examples[0]!r})"
+    return form
