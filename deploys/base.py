@@ -180,7 +180,9 @@ def _swap(settings: BaseLayerSettings) -> None:
         server.shell(
             name=f"Create a {size} MiB swap file",
             commands=[
-                f"if grep -q '^{SWAP_FILE} ' /proc/swaps; then swapoff {SWAP_FILE}; fi",
+                # Test hosts share one kernel, so /proc/swaps may list another host's file by
+                # this path: only a file that exists here can be this host's to turn off.
+                f"if [ -e {SWAP_FILE} ] && grep -q '^{SWAP_FILE} ' /proc/swaps; then swapoff {SWAP_FILE}; fi",
                 f"rm -f {SWAP_FILE}",
                 f"fallocate -l {size}M {SWAP_FILE} || dd if=/dev/zero of={SWAP_FILE} bs=1M count={size} status=none",
                 f"chmod 600 {SWAP_FILE}",
