@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.standins, run from anywhere
+
 from tests.standins.actions_runner import cleanup_command
 from tests.workspaces import GENRULES, copy_to_host
 
