@@ -100,6 +100,8 @@ def dry_deploy_with_tokens(
     group_data = tmp_path / "group_data"
     group_data.mkdir()
     (group_data / "all.py").write_text(
+        # Only the layers these secrets concern: the bazel layer would first fetch Bazelisk.
+        'layers = ["base", "deploy_lock"]\n'
         "deploy_lock_tokens = [\n"
         f'    {{"name": "ci", "secret": "{ci_reference}", "admin": False}},\n'
         f'    {{"name": "ops", "secret": "{ops_reference}", "admin": True}},\n'
