@@ -183,10 +183,14 @@ def _swap(settings: BaseLayerSettings) -> None:
                 # Test hosts share one kernel, so /proc/swaps may list another host's file by
                 # this path: only a file that exists here can be this host's to turn off.
                 f"if [ -e {SWAP_FILE} ] && grep -q '^{SWAP_FILE} ' /proc/swaps; then swapoff {SWAP_FILE}; fi",
-                f"rm -f {SWAP_FILE}",
-                f"fallocate -l {size}M {SWAP_FILE} || dd if=/dev/zero of={SWAP_FILE} bs=1M count={size} status=none",
-                f"chmod 600 {SWAP_FILE}",
-                f"mkswap {SWAP_FILE}",
+                f"rm -f {SWAP_FILE} {SWAP_FILE}.new",
+                # Made under a new name: mkswap refuses a path /proc/swaps lists, and on a shared
+                # kernel that may be another test host's file.
+                f"fallocate -l {size}M {SWAP_FILE}.new"
+                f" || dd if=/dev/zero of={SWAP_FILE}.new bs=1M count={size} status=none",
+                f"chmod 600 {SWAP_FILE}.new",
+                f"mkswap {SWAP_FILE}.new",
+                f"mv {SWAP_FILE}.new {SWAP_FILE}",
                 f"swapon {SWAP_FILE}",
             ],
         )
