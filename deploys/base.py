@@ -1,6 +1,6 @@
 """Base host layer: the hardened Debian 12 host every other layer builds on.
 
-Group data keys (defaults in ``runner_ctl.hostdata.BaseLayerSettings``, documented values
+Group data keys (defaults in ``runner_ctl.layers.base.BaseLayerSettings``, documented values
 in ``inventories/group_data/all.py``):
 
 + apt_sources: apt source lines for /etc/apt/sources.list
@@ -33,7 +33,6 @@ from pyinfra.facts.files import File
 from pyinfra.facts.server import Mounts, Users
 from pyinfra.operations import apt, files, server, systemd
 
-from runner_ctl.hostdata import LAYER_APT_PACKAGES, BaseLayerSettings
 from runner_ctl.layerkit import (
     ActiveSwaps,
     host_settings,
@@ -41,6 +40,7 @@ from runner_ctl.layerkit import (
     render_template,
     settings_defaults,
 )
+from runner_ctl.layers.base import SPEC, BaseLayerSettings
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "base"
 SWAP_FILE = "/swapfile"
@@ -67,7 +67,7 @@ def _apt(settings: BaseLayerSettings) -> None:
     apt.update(name="Refresh apt lists older than a day", cache_time=86400)
     apt.packages(
         name="Install base packages",
-        packages=list(LAYER_APT_PACKAGES["base"]),
+        packages=list(SPEC.apt_packages),
         no_recommends=True,
     )
 
@@ -204,7 +204,7 @@ def _sysctl(settings: BaseLayerSettings) -> None:
 
 
 def _data_dir(settings: BaseLayerSettings) -> None:
-    # Validated (hostdata: no whitespace or metacharacters) and still quoted where a shell sees it.
+    # Validated (layers/base.py: no whitespace or metacharacters) and still quoted where a shell sees it.
     path = settings.data_dir
     if settings.data_device:
         files.directory(name=f"Mount point {path}", path=path, mode="755")
@@ -228,7 +228,7 @@ def _data_dir(settings: BaseLayerSettings) -> None:
 @deploy("base", data_defaults=settings_defaults())
 def base() -> None:
     """Configure the base layer on the current host."""
-    settings = host_settings()
+    settings = host_settings().of(BaseLayerSettings)
     _apt(settings)
     _runner_user(settings)
     _sshd(settings)

@@ -13,7 +13,7 @@ and whenever the code, the unit or a token changed, the layer's last operation p
 the service answers an authenticated request with the CI token read from its file on the
 host, or the deploy fails.
 
-Group data keys (defaults in ``runner_ctl.hostdata.DeployLockSettings``):
+Group data keys (defaults in ``runner_ctl.layers.deploy_lock.DeployLockSettings``):
 
 + deploy_lock_listen: loopback HOST:PORT of the service
 + deploy_lock_tokens: [{name, secret (a reference), admin}]
@@ -31,8 +31,9 @@ from pyinfra.facts.server import Arch
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from runner_ctl.hostdata import LAYER_APT_PACKAGES
 from runner_ctl.layerkit import host_settings, lock_token_secrets, put_secret, render_template, settings_defaults
+from runner_ctl.layers.base import BaseLayerSettings
+from runner_ctl.layers.deploy_lock import SPEC, DeployLockSettings
 from runner_ctl.wheelhouse import build_wheelhouse
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -78,10 +79,12 @@ sys.exit(
 @deploy("deploy_lock", data_defaults=settings_defaults())
 def deploy_lock() -> None:
     """Configure the deploy lock layer on the current host."""
-    settings = host_settings()
+    every = host_settings()
+    settings = every.of(DeployLockSettings)
+    runner_user = every.of(BaseLayerSettings).runner_user
     secrets = lock_token_secrets(settings)  # before anything is queued: a bad secret writes nothing
     wheelhouse = build_wheelhouse(PROJECT_ROOT, host.get_fact(Arch))
-    apt.packages(name="Install Python and git", packages=list(LAYER_APT_PACKAGES["deploy_lock"]), no_recommends=True)
+    apt.packages(name="Install Python and git", packages=list(SPEC.apt_packages), no_recommends=True)
     server.group(name=f"Group {SERVICE_USER}", group=SERVICE_USER, system=True)
     server.user(  # noqa: S604 - pyinfra operation arguments, not a subprocess shell
         name=f"Service user {SERVICE_USER}",
@@ -124,7 +127,7 @@ def deploy_lock() -> None:
         content=secrets[settings.deploy_lock_ci_token] + "\n",
         dest=CLIENT_TOKEN,
         user="root",
-        group=settings.runner_user,
+        group=runner_user,
         mode="640",
     )
     unit = files.put(

@@ -9,13 +9,18 @@ from hypothesis import strategies as st
 
 from runner_ctl.errors import ConfigError
 from runner_ctl.hostdata import (
+    KEY_OWNERS,
     LAYER_APT_PACKAGES,
     LAYER_ORDER,
-    HostSettings,
+    BaseLayerSettings,
+    DeployLockSettings,
     available_layers,
+    claimed_keys,
+    default_host_settings,
     load_group_data,
     validate_host_data,
 )
+from runner_ctl.layers import SPECS, LayerSettings, LayerSpec, expected_form
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +28,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 def test_documented_group_data_equals_the_model_defaults() -> None:
     """inventories/group_data/all.py documents the defaults: it must not drift from them."""
     documented = validate_host_data(load_group_data(PROJECT_ROOT / "inventories" / "group_data"))
-    assert documented == HostSettings()
+    assert documented == default_host_settings()
 
 
 def test_every_layer_in_this_checkout_is_known_and_lists_its_packages() -> None:
@@ -76,7 +81,7 @@ def test_layers_come_back_in_canonical_order() -> None:
 
 @given(st.integers(min_value=1, max_value=65535))
 def test_every_valid_port_is_accepted(port: int) -> None:
-    assert validate_host_data({"sshd_port": port}).sshd_port == port
+    assert validate_host_data({"sshd_port": port}).of(BaseLayerSettings).sshd_port == port
 
 
 @given(st.integers().filter(lambda n: not 1 <= n <= 65535))
@@ -86,7 +91,7 @@ def test_every_invalid_port_is_rejected(port: int) -> None:
 
 
 def test_cidrs_are_normalised_and_split_by_family() -> None:
-    settings = validate_host_data({"sshd_allow_cidrs": ["192.0.2.7/24", "2001:db8::1/32"]})
+    settings = validate_host_data({"sshd_allow_cidrs": ["192.0.2.7/24", "2001:db8::1/32"]}).of(BaseLayerSettings)
     assert settings.sshd_allow_ipv4 == ["192.0.2.0/24"]
     assert settings.sshd_allow_ipv6 == ["2001:db8::/32"]
 
@@ -101,3 +106,28 @@ def test_group_precedence_runner_hosts_over_all(tmp_path: Path) -> None:
     (tmp_path / "all.py").write_text("swap_size_mb = 1\nsshd_port = 2222\n")
     (tmp_path / "runner_hosts.py").write_text("swap_size_mb = 2\n")
     assert load_group_data(tmp_path) == {"swap_size_mb": 2, "sshd_port": 2222}
+
+
+def test_a_key_claimed_by_two_layers_is_refused() -> None:
+    """Composing specs never merges two layers' same-named keys silently."""
+
+    class Clash(LayerSettings):
+        swap_size_mb: int = 1
+
+    with pytest.raises(ValueError, match="'swap_size_mb' is claimed by both base and clash"):
+        claimed_keys([*SPECS.values(), LayerSpec(name="clash", settings=Clash)])
+
+
+def test_every_key_documents_itself() -> None:
+    """Each field carries the description and expected form the errors and the README show."""
+    for key, spec in KEY_OWNERS.items():
+        field = spec.settings.model_fields[key]
+        assert field.description, f"{spec.name}.{key} has no description"
+        assert expected_form(spec.settings, key), f"{spec.name}.{key} has no expected form"
+
+
+def test_each_layer_sees_only_its_own_keys() -> None:
+    settings = validate_host_data({"swap_size_mb": 0, "deploy_lock_ci_token": "ops"})
+    assert settings.of(BaseLayerSettings).swap_size_mb == 0
+    assert settings.of(DeployLockSettings).deploy_lock_ci_token == "ops"  # noqa: S105 - a token name
+    assert settings.dump()["swap_size_mb"] == 0

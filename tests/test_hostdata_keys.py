@@ -12,7 +12,7 @@ from pyinfra.api.arguments import all_global_arguments
 from pyinfra.api.connectors import get_all_connectors
 
 from runner_ctl.errors import ConfigError
-from runner_ctl.hostdata import PYINFRA_DATA_KEYS, validate_host_data
+from runner_ctl.hostdata import PYINFRA_DATA_KEYS, BaseLayerSettings, validate_host_data
 from tests.conftest import PROJECT_ROOT, runner_ctl
 
 
@@ -41,7 +41,7 @@ def test_pyinfra_and_inventory_keys_are_not_layer_settings_but_allowed() -> None
         "secret_standins": "/tmp/standins",
         "sshd_port": 2222,
     }
-    assert validate_host_data(data).sshd_port == 2222
+    assert validate_host_data(data).of(BaseLayerSettings).sshd_port == 2222
 
 
 def test_the_pyinfra_key_list_matches_the_installed_pyinfra() -> None:
@@ -122,7 +122,7 @@ def test_paths_and_devices_refuse_shell_syntax(key: str, value: str) -> None:
     ],
 )
 def test_ordinary_paths_and_devices_are_accepted(key: str, value: str) -> None:
-    assert getattr(validate_host_data({key: value}), key) == value
+    assert getattr(validate_host_data({key: value}).of(BaseLayerSettings), key) == value
 
 
 def test_a_sysctl_key_with_a_trailing_newline_is_refused() -> None:

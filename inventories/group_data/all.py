@@ -1,6 +1,6 @@
 """Group data for every runner host: the settings of each host layer.
 
-Every key here is validated (``runner_ctl.hostdata``) before a host is touched: a value
+Every key here is validated (``runner_ctl.hostdata``, from each layer's spec in ``runner_ctl.layers``) before a host is touched: a value
 of the wrong type or range, or a key that is not one of these (say ``sshd_allow_cidr``),
 stops ``runner-ctl rehearse`` and the pyinfra deploy with a one-line error naming the key
 and the expected form or the closest known key. pyinfra's own keys (``ssh_*``, ``_sudo``,

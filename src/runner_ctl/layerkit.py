@@ -21,7 +21,8 @@ from pyinfra.facts.files import File, Sha1File
 from pyinfra.operations import files, server
 
 from runner_ctl.errors import ConfigError
-from runner_ctl.hostdata import DeployLockSettings, HostSettings, validate_host_data
+from runner_ctl.hostdata import KEY_OWNERS, HostSettings, default_host_settings, validate_host_data
+from runner_ctl.layers.deploy_lock import DeployLockSettings
 from runner_ctl.secretrefs import resolve_lock_secrets, resolve_secret
 
 __all__ = [
@@ -42,7 +43,7 @@ SECRET_STAGING = ".runner-ctl-staging"  # noqa: S105 - a directory name
 
 def settings_defaults() -> dict[str, Any]:
     """The documented defaults, as ``@deploy(data_defaults=...)`` wants them."""
-    return HostSettings().model_dump(mode="json")
+    return default_host_settings().dump()
 
 
 def host_settings(available: frozenset[str] | None = None) -> HostSettings:
@@ -53,7 +54,7 @@ def host_settings(available: frozenset[str] | None = None) -> HostSettings:
     # Every key the host has, not only the known ones: a misspelled key must be seen to be
     # refused, even one set to None. A known key set to None takes its default.
     every = host.data.dict()  # type: ignore[no-untyped-call]
-    data = {key: value for key, value in every.items() if value is not None or key not in HostSettings.model_fields}
+    data = {key: value for key, value in every.items() if value is not None or key not in KEY_OWNERS}
     try:
         return validate_host_data(data, available=available, origin=f"{host.name}: group data")
     except ConfigError as error:

@@ -22,6 +22,7 @@ from typing import Any
 from runner_ctl.errors import PrerequisiteError, RunnerCtlError, StepError, UsageError
 from runner_ctl.hostchecks import CheckRun, run_host_checks
 from runner_ctl.hostdata import (
+    DeployLockSettings,
     HostSettings,
     available_layers,
     load_group_data,
@@ -134,7 +135,7 @@ def rehearse(
     settings = load_settings(root)  # bad group data raises here, before any host exists
     if real_secrets:
         # The same check the layer makes, before a host is booted for nothing.
-        resolve_lock_secrets((t.name, t.secret) for t in settings.deploy_lock_tokens)
+        resolve_lock_secrets((t.name, t.secret) for t in settings.of(DeployLockSettings).deploy_lock_tokens)
     check_prerequisites()
     missing = [module for module in ("pyinfra", "testinfra") if importlib.util.find_spec(module) is None]
     if missing:
@@ -151,7 +152,7 @@ def rehearse(
         logs = cache_dir() / "rehearse" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{host.name}"
         logs.mkdir(parents=True, exist_ok=True)
         report.logs = str(logs)
-        (Path(host.directory) / HOST_DATA_FILE).write_text(json.dumps(settings.model_dump(mode="json")))
+        (Path(host.directory) / HOST_DATA_FILE).write_text(json.dumps(settings.dump()))
 
         def deploy_once(label: str) -> DeployRun:
             return run_deploy(

@@ -14,7 +14,7 @@ import pytest
 import testinfra
 
 from runner_ctl.hostchecks import CHECK_HOST_ENV
-from runner_ctl.hostdata import HostSettings
+from runner_ctl.hostdata import BaseLayerSettings, DeployLockSettings, HostSettings, validate_host_data
 from runner_ctl.rehearse import HOST_DATA_FILE
 from runner_ctl.testhost import DisposableHost, get_host
 
@@ -32,7 +32,17 @@ def test_host(request: pytest.FixtureRequest) -> DisposableHost:
 @pytest.fixture(scope="session")
 def settings(test_host: DisposableHost) -> HostSettings:
     data = json.loads((Path(test_host.directory) / HOST_DATA_FILE).read_text())
-    return HostSettings.model_validate(data, strict=False)
+    return validate_host_data(data, strict=False)
+
+
+@pytest.fixture(scope="session")
+def base(settings: HostSettings) -> BaseLayerSettings:
+    return settings.of(BaseLayerSettings)
+
+
+@pytest.fixture(scope="session")
+def lock(settings: HostSettings) -> DeployLockSettings:
+    return settings.of(DeployLockSettings)
 
 
 @pytest.fixture(scope="session")

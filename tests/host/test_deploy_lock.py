@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from runner_ctl.hostdata import HostSettings
+from runner_ctl.hostdata import BaseLayerSettings, DeployLockSettings, HostSettings
 
 pytestmark = pytest.mark.host
 
@@ -22,7 +22,7 @@ def test_service_runs_hardened_on_loopback(host: Any, settings: HostSettings) ->
     assert "User=runner-ctl-lockd" in shown
     assert "NoNewPrivileges=yes" in shown
     assert "ProtectSystem=strict" in shown
-    port = int(settings.deploy_lock_listen.rsplit(":", 1)[1])
+    port = int(settings.of(DeployLockSettings).deploy_lock_listen.rsplit(":", 1)[1])
     listening = host.socket(f"tcp://127.0.0.1:{port}")
     assert listening.is_listening
     assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
@@ -32,7 +32,7 @@ def test_healthz_answers(host: Any, settings: HostSettings) -> None:
     if "deploy_lock" not in settings.layers:
         assert not host.file("/opt/runner-ctl/venv").exists
         return
-    url = f"http://{settings.deploy_lock_listen}/healthz"
+    url = f"http://{settings.of(DeployLockSettings).deploy_lock_listen}/healthz"
     body = host.check_output(
         f"/opt/runner-ctl/venv/bin/python -c \"import urllib.request as u; print(u.urlopen('{url}').read().decode())\""
     )
@@ -46,9 +46,9 @@ def test_token_files_are_private(host: Any, settings: HostSettings) -> None:
     service_tokens = host.file("/etc/runner-ctl/lockd.tokens")
     assert (service_tokens.user, service_tokens.group, service_tokens.mode) == ("root", SERVICE, 0o640)
     client = host.file("/etc/runner-ctl/lock-client.token")
-    assert (client.user, client.group, client.mode) == ("root", settings.runner_user, 0o640)
+    assert (client.user, client.group, client.mode) == ("root", settings.of(BaseLayerSettings).runner_user, 0o640)
     # CI jobs can read their own token but not the service's list (which holds the admin's).
-    runner = settings.runner_user
+    runner = settings.of(BaseLayerSettings).runner_user
     assert host.run(f"runuser -u {runner} -- cat /etc/runner-ctl/lock-client.token").rc == 0
     assert host.run(f"runuser -u {runner} -- cat /etc/runner-ctl/lockd.tokens").rc != 0
 
@@ -86,7 +86,7 @@ def test_a_deploy_as_the_runner_user_succeeds(host: Any, settings: HostSettings)
     if "deploy_lock" not in settings.layers:
         assert not host.exists("runner-ctl")
         return
-    runner = settings.runner_user
+    runner = settings.of(BaseLayerSettings).runner_user
     # A fresh environment each run: the checks run again on a kept host, with a new repository.
     script = (
         "set -e; d=$(mktemp -d); cd $d; git init -q .; "

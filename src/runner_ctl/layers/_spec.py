@@ -7,11 +7,13 @@ so the error messages, ``inventories/group_data/all.py``'s comments and the READ
 tables come from one source.
 """
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["LayerSettings", "LayerSpec", "expected_form"]
+__all__ = ["LayerSettings", "LayerSpec", "check_safe_path", "expected_form", "non_empty_tuple"]
 
 
 class LayerSettings(BaseModel):
@@ -40,3 +42,22 @@ def expected_form(model: type[BaseModel], key: str) -> str | None:
     if field.examples:
         return f"{form} (e.g. {field.examples[0]!r})"
     return form
+
+
+def non_empty_tuple(value: Any) -> tuple[Any, ...]:
+    """Group data lists arrive as lists; the models keep tuples (they are frozen)."""
+    if isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, tuple) or not value:
+        raise ValueError("empty or not a list")
+    return value
+
+
+# Paths reach shell commands (mount, fstab) and config files: letters, digits and . _ + @ - /
+# only, so no value can carry whitespace, a newline, a quote or a shell metacharacter.
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]*$")
+
+
+def check_safe_path(value: str) -> None:
+    if not _SAFE_PATH.fullmatch(value) or "/../" in f"{value}/":
+        raise ValueError("whitespace, '..', quotes and shell metacharacters are not allowed in a path")

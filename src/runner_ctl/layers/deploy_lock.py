@@ -1,0 +1,82 @@
+"""The deploy lock layer's spec (``deploys/deploy_lock.py``): runner-ctl's lock service and its tokens."""
+
+import ipaddress
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runner_ctl.layers._spec import LayerSettings, LayerSpec, non_empty_tuple
+
+__all__ = ["SPEC", "DeployLockSettings", "LockToken"]
+
+
+class LockToken(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+    secret: str = Field(pattern=r"^(env|file|cmd|generated):.+$")
+    admin: bool = False
+
+
+class DeployLockSettings(LayerSettings):
+    """Settings of the deploy lock layer."""
+
+    deploy_lock_listen: str = Field(
+        "127.0.0.1:7465",
+        description="where `runner-ctl-lockd` listens; loopback only (validated), operators reach it through SSH",
+        examples=["127.0.0.1:7465"],
+        json_schema_extra={"form": "a loopback HOST:PORT"},
+    )
+    deploy_lock_tokens: tuple[LockToken, ...] = Field(
+        (
+            LockToken(name="ci", secret="generated:lock-ci"),  # noqa: S106 - references, not secrets
+            LockToken(name="ops", secret="generated:lock-ops", admin=True),  # noqa: S106
+        ),
+        description="API tokens; each secret is a reference resolved on the operator's machine",
+        json_schema_extra={
+            "form": "a list of {'name': ..., 'secret': 'env:NAME|file:PATH|cmd:COMMAND|generated:NAME', 'admin': bool}"
+        },
+    )
+    deploy_lock_ci_token: str = Field(
+        "ci",
+        description="the token CI jobs on the host use (`/etc/runner-ctl/lock-client.token`)",
+        examples=["ci"],
+        json_schema_extra={"form": "the name of one of deploy_lock_tokens"},
+    )
+
+    @field_validator("deploy_lock_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"not HOST:PORT: {value!r}")
+        try:
+            loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise ValueError(f"{host} is not a loopback address")
+        return value
+
+    @field_validator("deploy_lock_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: Any) -> Any:
+        value = non_empty_tuple(value)
+        names = [t.get("name") if isinstance(t, dict) else getattr(t, "name", None) for t in value]
+        if len(set(names)) != len(names):
+            raise ValueError("a token name is used twice")
+        return value
+
+    @model_validator(mode="after")
+    def _ci_token_exists(self) -> "DeployLockSettings":
+        if self.deploy_lock_ci_token not in {t.name for t in self.deploy_lock_tokens}:
+            raise ValueError(f"deploy_lock_ci_token {self.deploy_lock_ci_token!r} names no token")
+        return self
+
+
+SPEC = LayerSpec(
+    name="deploy_lock",
+    settings=DeployLockSettings,
+    # git: CI jobs' deploys answer the stale guard's ancestry questions on the host.
+    apt_packages=("git", "python3", "python3-venv"),
+    secret_fields=("deploy_lock_tokens",),
+)
