@@ -26,12 +26,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.standins.actions_runner import cleanup_command
+from tests.workspaces import GENRULES, copy_to_host
+
 from runner_ctl.layers.base import BaseLayerSettings
 from runner_ctl.pyinfra_run import run_deploy
 from runner_ctl.rehearse import REHEARSAL_VOLUME_MB
 from runner_ctl.testhost import DisposableHost, boot_host, destroy_host, get_host
-from tests.standins.actions_runner import cleanup_command
-from tests.workspaces import GENRULES, copy_to_host
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RUNNER = BaseLayerSettings().runner_user

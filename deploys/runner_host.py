@@ -12,6 +12,7 @@ orders operations by the line numbers that lead to them.
 from pathlib import Path
 
 from deploys.base import base
+from deploys.bazel import bazel
 from deploys.buildbuddy import buildbuddy
 from deploys.deploy_lock import deploy_lock
 from runner_ctl.hostdata import available_layers
@@ -21,6 +22,8 @@ settings = host_settings(available=available_layers(Path(__file__).resolve().par
 
 if "base" in settings.layers:
     base()
+if "bazel" in settings.layers:
+    bazel()
 if "buildbuddy" in settings.layers:
     buildbuddy()
 if "deploy_lock" in settings.layers:

@@ -3,7 +3,8 @@
     RUNNER_CTL_TESTHOST=rh1 pyinfra inventories/testhost.py deploys/runner_host.py
 
 The hosts get the same group data as production (``group_data/``) plus their connection
-data and, in place of Debian's mirrors, the local apt repository each test host mounts.
+data and, in place of Debian's mirrors, the local apt repository each test host mounts;
+Bazel comes from that repository too (``runner_ctl.layers.bazel.TESTHOST_DATA``).
 
 A test host needs no production secret: every secret reference resolves to a stand-in
 generated in the host's own directory (gone with the host), unless RUNNER_CTL_REAL_SECRETS=1
@@ -12,6 +13,7 @@ generated in the host's own directory (gone with the host), unless RUNNER_CTL_RE
 
 import os
 
+from runner_ctl.layers.bazel import TESTHOST_DATA
 from runner_ctl.rehearse import REAL_SECRETS_ENV, standins_dir
 from runner_ctl.testhost import get_host
 
@@ -25,6 +27,8 @@ def _host_entry(name: str) -> tuple[str, dict[str, object]]:
         {
             **volume,
             **standins,
+            # GitHub's Bazelisk downloads are out of reach: Debian's Bazel from the local repository.
+            **TESTHOST_DATA,
             "ssh_hostname": test_host.address,
             "ssh_user": "root",
             "ssh_key": test_host.ssh_key,

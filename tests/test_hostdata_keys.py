@@ -26,8 +26,8 @@ def test_a_misspelled_key_is_refused_with_the_closest_known_key() -> None:
 
 
 def test_an_unknown_key_without_a_close_match_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"unknown key 'kubernetes_version' \(remove it\)"):
-        validate_host_data({"kubernetes_version": "1.30"})
+    with pytest.raises(ConfigError, match=r"unknown key 'kubernetes_context' \(remove it\)"):
+        validate_host_data({"kubernetes_context": "prod"})
 
 
 def test_pyinfra_and_inventory_keys_are_not_layer_settings_but_allowed() -> None:
@@ -165,6 +165,6 @@ def _checkout(tmp_path: Path, group_data: str) -> Path:
     (root / "inventories" / "group_data").mkdir(parents=True)
     (root / "inventories" / "group_data" / "all.py").write_text(group_data)
     (root / "deploys").mkdir()
-    for layer in ("base", "deploy_lock", "runner_host"):
-        (root / "deploys" / f"{layer}.py").write_text((PROJECT_ROOT / "deploys" / f"{layer}.py").read_text())
+    for deploy in (PROJECT_ROOT / "deploys").glob("*.py"):
+        (root / "deploys" / deploy.name).write_text(deploy.read_text())
     return root

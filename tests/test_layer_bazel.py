@@ -21,6 +21,8 @@ import pytest
 from pydantic import ValidationError
 
 from runner_ctl.bazelflags import SUPPORTED_MAJORS, flags_for
+from runner_ctl.errors import ConfigError
+from runner_ctl.hostdata import validate_host_data
 from runner_ctl.layerkit import render_template
 from runner_ctl.layers.bazel import APT_BAZEL_VERSION, TESTHOST_DATA, BazelSettings
 
@@ -67,9 +69,23 @@ def test_bad_values_are_refused_naming_the_key(data: dict[str, Any], key: str) -
     assert caught.value.errors()[0]["loc"] == (key,)
 
 
-def test_apt_source_only_with_debians_bazel_version() -> None:
-    with pytest.raises(ValidationError, match=r"bazel_version '7\.4\.1' cannot come from apt"):
-        BazelSettings.model_validate({"bazel_source": "apt", "bazel_version": "7.4.1"})
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ({"bazel_version": "9.1.0"}, "bazel_version = '9.1.0' is invalid (Bazel 9.1.0: major 9 is not supported"),
+        ({"bazel_version": "7.4"}, "bazel_version = '7.4' is invalid (not a Bazel release X.Y.Z"),
+        ({"bazel_source": "apt"}, "bazel_version = '7.4.1' is invalid (Debian's bazel-bootstrap is 4.2.3"),
+        ({"bazel_bazelisk_sha256": {"x86_64": "abc"}}, "bazel_bazelisk_sha256 = {'x86_64': 'abc'} is invalid"),
+        ({"bazel_prune_threshold_percent": 100}, "bazel_prune_threshold_percent = 100 is invalid"),
+        ({"bazel_prune_threshold_percent": 0}, "expected a whole percentage from 1 to 99"),
+    ],
+)
+def test_bad_group_data_is_one_line_naming_the_key(data: dict[str, Any], says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_host_data(data)
+    message = str(caught.value)
+    assert says in message
+    assert "\n" not in message
 
 
 # ---- /etc/bazel.bazelrc ------------------------------------------------------------------

@@ -234,7 +234,8 @@ def dry_host_deploy(tmp_path: Path, data: dict[str, Any], env: dict[str, str] | 
     """The whole host deploy, dry, with this group data; it must stop before any operation."""
     group_data = tmp_path / "group_data"
     group_data.mkdir(exist_ok=True)
-    layers = {"layers": ["base", "bazel", "buildbuddy"]}
+    # Bazel from apt: the Bazel layer would otherwise fetch Bazelisk on this machine first.
+    layers = {"layers": ["base", "bazel", "buildbuddy"], "bazel_source": "apt", "bazel_version": "4.2.3"}
     (group_data / "all.py").write_text("".join(f"{key} = {value!r}\n" for key, value in {**layers, **data}.items()))
     done = subprocess.run(
         [

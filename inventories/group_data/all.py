@@ -10,7 +10,7 @@ change them here (all hosts) or per host in an inventory.
 
 # Layers deploys/runner_host.py applies, in this order: base, bazel, buildbuddy,
 # github_runner, gitlab_runner, deploy_lock. A layer's name is its file stem in deploys/.
-layers = ["base", "buildbuddy", "deploy_lock"]
+layers = ["base", "bazel", "buildbuddy", "deploy_lock"]
 
 # ---- base layer (deploys/base.py) -------------------------------------------------------
 # apt sources written to /etc/apt/sources.list. `runner-ctl rehearse` replaces them with the
@@ -60,6 +60,39 @@ data_fs_type = "ext4"
 
 # Install Debian security updates automatically (unattended-upgrades).
 unattended_upgrades = True
+
+# ---- bazel layer (deploys/bazel.py) ----------------------------------------------------
+# Where Bazel comes from: "bazelisk" (a pinned Bazelisk release, verified against
+# bazel_bazelisk_sha256 on the operator's machine before it is uploaded) or "apt" (Debian's
+# bazel-bootstrap, Bazel 4.2.3; test hosts use it). Either way /usr/local/bin/bazel is a
+# wrapper that drops RUNNER_TRACKING_ID, so the Bazel server outlives each CI job.
+bazel_source = "bazelisk"
+# The Bazel release /etc/bazel.bazelrc is written for, X.Y.Z with major 4 to 8 (4.2.3 with
+# bazel_source "apt"): only flags this version accepts are written. Keep it equal to your
+# repository's .bazelversion; Bazelisk runs it for a workspace that has none.
+bazel_version = "7.4.1"
+# The pinned Bazelisk release and its SHA-256 per host architecture (uname -m).
+bazel_bazelisk_version = "1.28.1"
+bazel_bazelisk_sha256 = {
+    "x86_64": "22e7d3a188699982f661cf4687137ee52d1f24fec1ec893d91a6c4d791a75de8",
+    "aarch64": "8ded44b58a0d9425a4178af26cf17693feac3b87bdcfef0a2a0898fcd1afc9f2",
+}
+# Where Bazelisk is downloaded from; {version} and {arch} (amd64/arm64) are filled in.
+# Point it at a mirror if the operator's machine cannot reach GitHub.
+bazel_bazelisk_url = "https://github.com/bazelbuild/bazelisk/releases/download/v{version}/bazelisk-linux-{arch}"
+# startup --max_idle_secs: an idle Bazel server stays warm this long (a day: overnight).
+bazel_max_idle_secs = 86400
+# A local --disk_cache on the data volume (useful without a remote cache). Bazel 7.4 and
+# later garbage-collect it themselves to this size (GiB) and age (days).
+bazel_disk_cache = False
+bazel_disk_cache_max_size_gb = 20
+bazel_disk_cache_max_age_days = 14
+# The hourly prune timer removes output bases unused for this many days, and trims the
+# repository and disk caches when the data volume is more than this percent used (1-99),
+# never while a Bazel server is running. What it frees is in its journal
+# (journalctl -u runner-ctl-bazel-prune).
+bazel_prune_unused_days = 14
+bazel_prune_threshold_percent = 80
 
 # ---- BuildBuddy layer (deploys/buildbuddy.py) ---------------------------------------------
 # Remote cache, remote execution and build event upload, in /etc/bazel.d/buildbuddy.bazelrc

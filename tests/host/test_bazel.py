@@ -9,23 +9,18 @@ import time
 from typing import Any
 
 import pytest
+from tests.standins.actions_runner import cleanup_command
+from tests.workspaces import GENRULES, copy_to_host
 
 from runner_ctl.hostdata import HostSettings
 from runner_ctl.layers.base import BaseLayerSettings
 from runner_ctl.layers.bazel import TESTHOST_DATA, BazelSettings
 from runner_ctl.testhost import DisposableHost
-from tests.standins.actions_runner import cleanup_command
-from tests.workspaces import GENRULES, copy_to_host
 
 pytestmark = pytest.mark.host
 
 PRUNE = "runner-ctl-bazel-prune"
 STARTING = "Starting local Bazel server"
-
-
-@pytest.fixture(scope="module")
-def base(settings: HostSettings) -> BaseLayerSettings:
-    return settings.of(BaseLayerSettings)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from runner_ctl.bazelflags import parse_version
 from runner_ctl.layers._spec import LayerSettings, LayerSpec
@@ -45,6 +45,7 @@ class BazelSettings(LayerSettings):
     )
     bazel_version: str = Field(
         "7.4.1",
+        validate_default=True,  # the default must agree with a bazel_source set alone
         description=(
             "The Bazel release the host's rc files are written for (flags are chosen by version); "
             "Bazelisk runs it when a workspace has no .bazelversion."
@@ -129,8 +130,14 @@ class BazelSettings(LayerSettings):
 
     @field_validator("bazel_version")
     @classmethod
-    def _version(cls, value: str) -> str:
+    def _version(cls, value: str, info: ValidationInfo) -> str:
         parse_version(value)
+        # bazel_source is declared first, so it is validated (and in info.data) by now.
+        if info.data.get("bazel_source") == "apt" and value != APT_BAZEL_VERSION:
+            raise ValueError(
+                f"Debian's bazel-bootstrap is {APT_BAZEL_VERSION}: set bazel_version = {APT_BAZEL_VERSION!r} "
+                "or bazel_source = 'bazelisk'"
+            )
         return value
 
     @field_validator("bazel_bazelisk_version")
@@ -161,15 +168,6 @@ class BazelSettings(LayerSettings):
         if "{" in leftover or "}" in leftover:
             raise ValueError("only {version} and {arch} may appear in braces")
         return value
-
-    @model_validator(mode="after")
-    def _apt_version(self) -> "BazelSettings":
-        if self.bazel_source == "apt" and self.bazel_version != APT_BAZEL_VERSION:
-            raise ValueError(
-                f"bazel_version {self.bazel_version!r} cannot come from apt: Debian's bazel-bootstrap is "
-                f"{APT_BAZEL_VERSION} (set bazel_version = {APT_BAZEL_VERSION!r} or bazel_source = 'bazelisk')"
-            )
-        return self
 
     def bazelisk_url(self, arch: str) -> str:
         """The download URL for a host of architecture ``arch`` (uname -m)."""
