@@ -162,9 +162,7 @@ class BuildBuddySettings(LayerSettings):
         default_factory=lambda: {"ROLE": "CI"},
         description="Build metadata sent with every invocation (--build_metadata=KEY=VALUE); ROLE=CI marks CI builds.",
         examples=[{"ROLE": "CI"}],
-        json_schema_extra={
-            "form": "a mapping of upper-case KEY to a value of letters, digits and . _ : / @ + -"
-        },
+        json_schema_extra={"form": "a mapping of upper-case KEY to a value of letters, digits and . _ : / @ + -"},
     )
 
     @field_validator("buildbuddy_endpoint")
