@@ -10,10 +10,8 @@ run the whole host deploy ``--dry`` and must stop before any operation.
 import grp
 import hashlib
 import json
-import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from runner_ctl.bazelflags import SUPPORTED_MAJORS, flags_for
 from runner_ctl.layers.buildbuddy import BuildBuddySettings
 from tests.conftest import PROJECT_ROOT
 from tests.standins.remote_cache import serve_remote_cache
+from tests.test_layer_secrets import pyinfra_local
 
 # A late release of each supported major, and the first release where a spelling changes.
 VERSIONS = ("4.2.3", "5.0.0", "5.4.1", "6.5.0", "7.0.0", "7.4.1", "8.0.0", "8.3.1")
@@ -149,18 +148,16 @@ def layer_locally(
 ) -> subprocess.CompletedProcess[str]:
     deploy = tmp_path / "buildbuddy_into_dir.py"
     deploy.write_text(LAYER_INTO_DIR)
+    group_data = write_group_data(tmp_path, data)
+    env = {"RC_TEST_RC_DIR": str(tmp_path / "bazel.d"), **(env or {})}
+    return pyinfra_local(deploy, *extra, "--group-data", str(group_data), env=env)
+
+
+def write_group_data(tmp_path: Path, data: dict[str, Any]) -> Path:
     group_data = tmp_path / "group_data"
     group_data.mkdir(exist_ok=True)
     (group_data / "all.py").write_text("".join(f"{key} = {value!r}\n" for key, value in data.items()))
-    return subprocess.run(
-        [sys.executable, "-m", "pyinfra", "-y", *extra, "--group-data", str(group_data), "@local", str(deploy)],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYINFRA_PROGRESS": "off", "RC_TEST_RC_DIR": str(tmp_path / "bazel.d"), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return group_data
 
 
 def changed(done: subprocess.CompletedProcess[str]) -> int:
@@ -232,30 +229,10 @@ def test_a_self_hosted_endpoint_without_auth_writes_no_key_file(tmp_path: Path) 
 
 def dry_host_deploy(tmp_path: Path, data: dict[str, Any], env: dict[str, str] | None = None) -> str:
     """The whole host deploy, dry, with this group data; it must stop before any operation."""
-    group_data = tmp_path / "group_data"
-    group_data.mkdir(exist_ok=True)
     # Bazel from apt: the Bazel layer would otherwise fetch Bazelisk on this machine first.
     layers = {"layers": ["base", "bazel", "buildbuddy"], "bazel_source": "apt", "bazel_version": "4.2.3"}
-    (group_data / "all.py").write_text("".join(f"{key} = {value!r}\n" for key, value in {**layers, **data}.items()))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pyinfra",
-            "-y",
-            "--dry",
-            "--group-data",
-            str(group_data),
-            "@local",
-            str(PROJECT_ROOT / "deploys" / "runner_host.py"),
-        ],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYINFRA_PROGRESS": "off", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    group_data = write_group_data(tmp_path, {**layers, **data})
+    done = pyinfra_local(PROJECT_ROOT / "deploys" / "runner_host.py", "--dry", "--group-data", str(group_data), env=env)
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
     assert "Traceback" not in output

@@ -9,17 +9,16 @@ own process summary counts it. It also looks for the key everywhere it must not 
 end it deploys the default group data again, so the host is as the rehearsal left it.
 """
 
-import os
 import re
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.standins.remote_cache import RemoteCache, serve_remote_cache
+from tests.test_deploy_safety import _pyinfra
 
 from runner_ctl.hostdata import HostSettings
 from runner_ctl.layers.base import BaseLayerSettings
@@ -47,15 +46,7 @@ CACHE_HIT = re.compile(r"(\d+) remote cache hit")
 
 def _deploy(test_host: DisposableHost, group_data: Path | None, log: Path) -> subprocess.CompletedProcess[str]:
     extra = ["--group-data", str(group_data)] if group_data else []
-    done = subprocess.run(
-        [sys.executable, "-m", "pyinfra", "-y", *extra, "inventories/testhost.py", "deploys/runner_host.py"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "RUNNER_CTL_TESTHOST": test_host.name, "PYINFRA_PROGRESS": "off"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    done = _pyinfra(test_host, PROJECT_ROOT / "deploys" / "runner_host.py", *extra)
     log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
     assert done.returncode == 0, f"deploy failed (log: {log}): {done.stderr[-2000:]}"
     return done
