@@ -54,7 +54,7 @@ def _deploy(test_host: DisposableHost, group_data: Path | None, log: Path) -> su
 
 def _as_runner(host: Any, runner: str, workspace: str, command: str) -> Any:
     # A login shell: the runner's own HOME and PATH, as a CI job has them.
-    return host.run(f"runuser -l {runner} -c 'cd {workspace} && {command}'")
+    return host.run(f"runuser -l {runner} -c {shlex.quote(f'cd {workspace} && {command}')}")
 
 
 def test_the_default_has_no_buildbuddy_config(host: Any, settings: HostSettings) -> None:
