@@ -12,7 +12,8 @@ build:
 + next job: job 1's processes killed as the Actions runner kills them at the end of a job
   (tests/standins/actions_runner.py), then job 2's null build.
 
-Times are taken on the host (no SSH in them). With ``--json`` the last line is
+Times are taken on the host (no SSH in them). Only one test host may boot at a time on a
+machine (they share its swap): run it when no rehearsal is running. With ``--json`` the last line is
 ``{"cold_seconds", "warm_seconds", "next_job_seconds", "server_survived"}``.
 Goal: the next job at least 10 times faster than cold and within 1.5 times of warm.
 """
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.standins, run from anywhere
 
 from tests.standins.actions_runner import cleanup_command
 from tests.workspaces import GENRULES, copy_to_host
@@ -82,8 +85,7 @@ def measure(host: DisposableHost) -> tuple[float, float, float, bool]:
     return cold, warm, next_job, _server_pid(host) == before
 
 
-def _deployed_host() -> DisposableHost:
-    host = boot_host(volume_mb=REHEARSAL_VOLUME_MB)
+def _deploy(host: DisposableHost) -> None:
     with tempfile.TemporaryDirectory() as logs:
         run_deploy(
             project_root=PROJECT_ROOT,
@@ -93,7 +95,6 @@ def _deployed_host() -> DisposableHost:
             log_path=Path(logs) / "deploy.log",
             label="deploy",
         )
-    return host
 
 
 def main() -> None:
@@ -102,8 +103,10 @@ def main() -> None:
     parser.add_argument("--host", help="an already deployed test host (e.g. kept by `runner-ctl rehearse --keep`)")
     parser.add_argument("--keep", action="store_true", help="keep the host this run boots")
     args = parser.parse_args()
-    host = get_host(args.host) if args.host else _deployed_host()
+    host = get_host(args.host) if args.host else boot_host(volume_mb=REHEARSAL_VOLUME_MB)
     try:
+        if not args.host:
+            _deploy(host)
         cold, warm, next_job, survived = measure(host)
     finally:
         if not args.host and not args.keep:

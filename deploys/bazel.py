@@ -95,7 +95,6 @@ def _real_bazel(settings: BazelSettings) -> str:
         verified = ensure_cached(binary)
     except ToolError as error:
         raise PyinfraError(f"{host.name}: bazel_bazelisk_url: {error}") from None
-    files.directory(name=LIBEXEC, path=LIBEXEC, user="root", group="root", mode="755")
     files.put(name=f"Install {name} (sha256 verified)", src=str(verified), dest=f"{LIBEXEC}/{name}", mode="755")
     return f"{LIBEXEC}/{name}"
 
@@ -122,7 +121,6 @@ def _put(name: str, template: str, dest: str, mode: str, **values: object) -> No
 
 
 def _prune_timer(paths: BazelPaths, settings: BazelSettings, data_dir: str) -> None:
-    files.directory(name=LIBEXEC, path=LIBEXEC, user="root", group="root", mode="755")
     _put(
         "Bazel prune script",
         "bazel-prune.sh.j2",
@@ -162,6 +160,7 @@ def bazel() -> None:
     base = every.of(BaseLayerSettings)
     settings = every.of(BazelSettings)
     paths = BazelPaths.under(base.data_dir)
+    files.directory(name=LIBEXEC, path=LIBEXEC, user="root", group="root", mode="755")
     real = _real_bazel(settings)
     _directories(paths, settings, base.runner_user)
     _put(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from runner_ctl.secretrefs import resolve_secret
+from runner_ctl.rehearse import standins_dir
 from runner_ctl.testhost import get_host
 from tests.conftest import PROJECT_ROOT
 from tests.lockfixtures import git
@@ -26,7 +26,9 @@ def test_deploy_via_ssh_joins_the_hosts_queue(rehearsal: dict[str, Any], tmp_pat
     git(repo, "-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x")
     env_name = f"laptop-{uuid.uuid4().hex[:8]}"
     token = tmp_path / "token"
-    token.write_text(resolve_secret("generated:lock-ci", what="test"))  # what the deploy wrote to the host
+    # What the rehearsal wrote to the host: its stand-in for the ci token, never a real secret.
+    [standin] = standins_dir(host).glob("rehearsal-deploy_lock_tokens-ci-*")
+    token.write_text(standin.read_text())
     token.chmod(0o600)
     done = subprocess.run(
         [sys.executable, "-m", "runner_ctl", "deploy", "--env", env_name, "--commit", "HEAD", "--repo-dir", str(repo),
