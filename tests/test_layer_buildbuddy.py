@@ -84,6 +84,17 @@ def test_version_dependent_flags(version: str, compression: str | None, legacy_o
     assert ("--nolegacy_important_outputs" in written) is legacy_outputs_off
 
 
+@pytest.mark.parametrize(("version", "needed"), [("4.2.3", True), ("5.4.1", True), ("6.0.0", False), ("8.0.0", False)])
+@pytest.mark.parametrize("outputs", ["all", "toplevel", "minimal"])
+def test_build_without_the_bytes_gets_the_in_memory_flags_bazel_before_6_requires(
+    version: str, needed: bool, outputs: str
+) -> None:
+    settings = FULL.model_copy(update={"buildbuddy_download_outputs": outputs})
+    written = rc_flags(render_rc(settings, bazel_version=version, runner_group="runner"))
+    wanted = ["--experimental_inmemory_jdeps_files", "--experimental_inmemory_dotd_files"]
+    assert [flag for flag in written if "inmemory" in flag] == (wanted if needed and outputs != "all" else [])
+
+
 def test_the_rc_carries_every_setting_and_no_key() -> None:
     text = render_rc(FULL, bazel_version="7.4.1", runner_group="runner")
     lines = set(text.splitlines())

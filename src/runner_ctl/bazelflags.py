@@ -92,6 +92,20 @@ RULES: tuple[FlagRule, ...] = (
             "remote_download_outputs",
         )
     ),
+    # Before 6.0, Build without the Bytes (--remote_download_outputs toplevel or minimal)
+    # refuses to run unless these are on (Bazel 4.2.3 on the test host: "requires
+    # --experimental_inmemory_jdeps_files to be enabled"); 6.0 made them the default
+    # (bazelbuild/bazel#15203, #15204), so they are written only before 6.
+    *(
+        FlagRule(
+            key,
+            f"--experimental_{key}",
+            (4, 0),
+            (6, 0),
+            f"{_REF_4}#flag--experimental_{key}; https://github.com/bazelbuild/bazel/pull/{pr}",
+        )
+        for key, pr in (("inmemory_jdeps_files", 15204), ("inmemory_dotd_files", 15203))
+    ),
     # Drops the duplicate important_outputs field from build events. 8.0 made false the
     # default (bazel commit 241c21da0739, noted in buildbuddy-io/buildbuddy#8889), so it is
     # written only before 8.
