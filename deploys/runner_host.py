@@ -13,6 +13,7 @@ from pathlib import Path
 
 from deploys.base import base
 from deploys.bazel import bazel
+from deploys.buildbuddy import buildbuddy
 from deploys.deploy_lock import deploy_lock
 from runner_ctl.hostdata import available_layers
 from runner_ctl.layerkit import host_settings
@@ -23,5 +24,7 @@ if "base" in settings.layers:
     base()
 if "bazel" in settings.layers:
     bazel()
+if "buildbuddy" in settings.layers:
+    buildbuddy()
 if "deploy_lock" in settings.layers:
     deploy_lock()

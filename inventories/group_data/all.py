@@ -10,7 +10,7 @@ change them here (all hosts) or per host in an inventory.
 
 # Layers deploys/runner_host.py applies, in this order: base, bazel, buildbuddy,
 # github_runner, gitlab_runner, deploy_lock. A layer's name is its file stem in deploys/.
-layers = ["base", "bazel", "deploy_lock"]
+layers = ["base", "bazel", "buildbuddy", "deploy_lock"]
 
 # ---- base layer (deploys/base.py) -------------------------------------------------------
 # apt sources written to /etc/apt/sources.list. `runner-ctl rehearse` replaces them with the
@@ -93,6 +93,43 @@ bazel_disk_cache_max_age_days = 14
 # (journalctl -u runner-ctl-bazel-prune).
 bazel_prune_unused_days = 14
 bazel_prune_threshold_percent = 80
+
+# ---- BuildBuddy layer (deploys/buildbuddy.py) ---------------------------------------------
+# Remote cache, remote execution and build event upload, in /etc/bazel.d/buildbuddy.bazelrc
+# (try-imported by the Bazel layer's /etc/bazel.bazelrc), with only the flags the configured
+# bazel_version accepts. Off until it has a key: with buildbuddy_api_key = None (and
+# buildbuddy_unauthenticated False) the layer removes its files and says so.
+#
+# The API key as a secret reference, resolved on the operator's machine: env:NAME,
+# file:PATH or cmd:COMMAND (e.g. "env:BUILDBUDDY_API_KEY"). It is written only into
+# /etc/bazel.d/buildbuddy-auth.bazelrc, 0640 root:runner_user; never into argv or logs.
+buildbuddy_api_key = None
+# True: a self-hosted BuildBuddy whose auth is off, used without a key. Refused for
+# BuildBuddy cloud (anonymous invocations there are readable by anyone with the link).
+buildbuddy_unauthenticated = False
+# The endpoint for build events, the remote cache and remote execution: grpc://, grpcs://,
+# http:// or https:// (build events and remote execution need gRPC). Self-hosted e.g.
+# "grpc://buildbuddy.internal:1985".
+buildbuddy_endpoint = "grpcs://remote.buildbuddy.io"
+# Link Bazel prints to a build's results (--bes_results_url); None prints none.
+buildbuddy_results_url = "https://app.buildbuddy.io/invocation/"
+# Upload build events (--bes_backend) / use the remote cache (--remote_cache).
+buildbuddy_bes = True
+buildbuddy_remote_cache = True
+# Run actions remotely (--remote_executor), with this many concurrent actions (--jobs, 1-5000).
+buildbuddy_remote_execution = False
+buildbuddy_jobs = 50
+# --remote_instance_name: partitions the cache ("" for none).
+buildbuddy_instance_name = ""
+# Seconds Bazel waits for a remote call (--remote_timeout), 1-86400.
+buildbuddy_remote_timeout = 600
+# zstd-compress cache transfers, where bazel_version has the flag (5 and later) and the
+# endpoint is gRPC. A self-hosted BuildBuddy needs cache.zstd_transcoding_enabled for it.
+buildbuddy_compression = True
+# --remote_download_outputs: "all", "toplevel" (Bazel 7's default) or "minimal".
+buildbuddy_download_outputs = "toplevel"
+# --build_metadata pairs sent with every invocation; ROLE=CI marks CI builds in BuildBuddy.
+buildbuddy_build_metadata = {"ROLE": "CI"}
 
 # ---- deploy lock layer (deploys/deploy_lock.py) -------------------------------------------
 # Where runner-ctl-lockd listens: loopback only. CI jobs on the host use it directly;

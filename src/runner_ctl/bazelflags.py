@@ -71,6 +71,69 @@ RULES: tuple[FlagRule, ...] = (
         "https://bazel.build/versions/7.4.0/reference/command-line-reference#flag--experimental_disk_cache_gc_max_age",
     ),
     # ---- buildbuddy layer: /etc/bazel.d/buildbuddy.bazelrc (appended by that layer) ---------
+    # Remote and build-event flags every supported major accepts under these names.
+    *(
+        FlagRule(key, f"--{key}", (4, 0), None, f"{_REF_4}#flag--{key}")
+        for key in (
+            "bes_backend",
+            "bes_results_url",
+            "remote_cache",
+            "remote_executor",
+            "remote_instance_name",
+            "jobs",
+            "build_metadata",
+            # The API key's header (in the auth file): cache, execution and build events.
+            "remote_header",
+            # A value without a unit is seconds in every major (an int before 4, a duration since).
+            "remote_timeout",
+            # Build without the Bytes left experimental in 1.0; 7.0 made "toplevel" the default
+            # (https://blog.bazel.build/2023/10/06/bwob-in-bazel-7.html). --remote_download_all
+            # exists only from 7.0, so the layer writes the long form with its value.
+            "remote_download_outputs",
+        )
+    ),
+    # Before 6.0, Build without the Bytes (--remote_download_outputs toplevel or minimal)
+    # refuses to run unless these are on (Bazel 4.2.3 on the test host: "requires
+    # --experimental_inmemory_jdeps_files to be enabled"); 6.0 made them the default
+    # (bazelbuild/bazel#15203, #15204), so they are written only before 6.
+    *(
+        FlagRule(
+            key,
+            f"--experimental_{key}",
+            (4, 0),
+            (6, 0),
+            f"{_REF_4}#flag--experimental_{key}; https://github.com/bazelbuild/bazel/pull/{pr}",
+        )
+        for key, pr in (("inmemory_jdeps_files", 15204), ("inmemory_dotd_files", 15203))
+    ),
+    # Drops the duplicate important_outputs field from build events. 8.0 made false the
+    # default (bazel commit 241c21da0739, noted in buildbuddy-io/buildbuddy#8889), so it is
+    # written only before 8.
+    FlagRule(
+        "nolegacy_important_outputs",
+        "--nolegacy_important_outputs",
+        (4, 0),
+        (8, 0),
+        f"{_REF_4}#flag--legacy_important_outputs; https://github.com/bazelbuild/bazel/commit/241c21da0739ad2d5b0642690190c14b96dcbae2",
+    ),
+    # zstd compression of gRPC cache transfers: new in 5.0 as experimental (bazelbuild/bazel#14277,
+    # cherry-picked for 5.0); renamed in 7.0 (bazelbuild/bazel#17990, "RELNOTES:
+    # --experimental_remote_cache_compression has been renamed to --remote_cache_compression").
+    FlagRule(
+        "remote_cache_compression",
+        "--experimental_remote_cache_compression",
+        (5, 0),
+        (7, 0),
+        "https://bazel.build/versions/5.4.0/reference/command-line-reference"
+        "#flag--experimental_remote_cache_compression; https://github.com/bazelbuild/bazel/pull/14277",
+    ),
+    FlagRule(
+        "remote_cache_compression",
+        "--remote_cache_compression",
+        (7, 0),
+        None,
+        "https://github.com/bazelbuild/bazel/releases/tag/7.0.0; https://github.com/bazelbuild/bazel/pull/17990",
+    ),
 )
 
 
