@@ -105,8 +105,10 @@ def _directories(paths: BazelPaths, settings: BazelSettings, runner: str) -> Non
         wanted.append(paths.disk_cache)
     if settings.bazel_source == "bazelisk":
         wanted.append(paths.bazelisk_home)
+    # runner's alone: Bazel logs every rc option (a BuildBuddy API key among them) into
+    # java.log in the output base, and the caches hold build outputs.
     for path in wanted:
-        files.directory(name=f"Bazel directory {path}", path=path, user=runner, group=runner, mode="755")
+        files.directory(name=f"Bazel directory {path}", path=path, user=runner, group=runner, mode="700")
 
 
 def _put(name: str, template: str, dest: str, mode: str, **values: object) -> None:

@@ -131,3 +131,17 @@ def test_each_layer_sees_only_its_own_keys() -> None:
     assert settings.of(BaseLayerSettings).swap_size_mb == 0
     assert settings.of(DeployLockSettings).deploy_lock_ci_token == "ops"  # noqa: S105 - a token name
     assert settings.dump()["swap_size_mb"] == 0
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        [{"name": "ci", "secret": "hunter2-plain-secret-abc"}],  # a secret pasted for its reference
+        [{"name": "ci", "secret": "env:X", "extra": "hunter2-plain-secret-abc"}],
+    ],
+)
+def test_an_invalid_secret_field_is_never_shown(tokens: list[dict[str, str]]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_host_data({"deploy_lock_tokens": tokens})
+    assert "hunter2" not in str(caught.value)
+    assert "deploy_lock_tokens = <not shown: a secret field> is invalid" in str(caught.value)

@@ -202,6 +202,14 @@ def _layers(value: Any) -> tuple[str, ...]:
     return tuple(name for name in LAYER_ORDER if name in value)
 
 
+class _NotShown:
+    def __repr__(self) -> str:
+        return "<not shown: a secret field>"
+
+
+_SECRET_NOT_SHOWN = _NotShown()
+
+
 def _invalid(origin: str, key: str, got: Any, detail: str) -> ConfigError:
     form = EXPECTED_FORM.get(key, "a valid value")
     return ConfigError(f"{origin}: {key} = {_describe(got)} is invalid ({detail}); expected {form}")
@@ -233,9 +241,15 @@ def validate_host_data(
         except ValidationError as error:
             first = error.errors()[0]
             key = str(first["loc"][0]) if first["loc"] else _key_from_message(first["msg"])
-            raise _invalid(
-                origin, key, data.get(key, first.get("input")), first["msg"].removeprefix("Value error, ")
-            ) from None
+            got = data.get(key, first.get("input"))
+            detail = first["msg"].removeprefix("Value error, ")
+            if key in spec.secret_fields:
+                # A secret pasted where its reference belongs must not reach a terminal or a log.
+                leaf = first.get("input")
+                if isinstance(leaf, str) and leaf:
+                    detail = detail.replace(leaf, "<not shown>")
+                got = _SECRET_NOT_SHOWN
+            raise _invalid(origin, key, got, detail) from None
     if available is not None:
         missing = [name for name in layers if name not in available]
         if missing:

@@ -101,7 +101,7 @@ def test_files_owners_and_modes(host: Any, base: BaseLayerSettings, bazel: Bazel
     for path in (root, f"{root}/output", f"{root}/repository-cache"):
         directory = host.file(path)
         assert directory.is_directory, path
-        assert (directory.user, directory.group, directory.mode) == (base.runner_user, base.runner_user, 0o755), path
+        assert (directory.user, directory.group, directory.mode) == (base.runner_user, base.runner_user, 0o700), path
     prune = host.file("/usr/local/libexec/runner-ctl/bazel-prune")
     assert (prune.user, prune.group, prune.mode) == ("root", "root", 0o755)
     timer = host.service(f"{PRUNE}.timer")
