@@ -18,7 +18,7 @@ def test_rehearsal_passes_and_the_second_run_changes_nothing(rehearsal: dict[str
     assert rehearsal["ok"] is True, f"{rehearsal['failed_step']}: {rehearsal['error']}"
     assert rehearsal["exit_code"] == 0
     assert rehearsal["failed_step"] is None
-    assert rehearsal["layers"] == ["base", "bazel", "deploy_lock"]
+    assert rehearsal["layers"] == ["base", "bazel", "buildbuddy", "deploy_lock"]
     first, second = rehearsal["first_run"], rehearsal["second_run"]
     assert first["operations"] > 0
     assert first["changed"] > 0  # a fresh host really was configured
