@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.standins, 
 
 from tests.standins.github_api import GitHubStandIn, JobSpec
 
-from runner_ctl.latency.api import SourceOptions
+from runner_ctl.forge.httpcache import ApiCounters
 from runner_ctl.latency.github import fetch_github
-from runner_ctl.latency.httpcache import ApiCounters
 from runner_ctl.latency.model import Filters, read_jsonl
 from runner_ctl.latency.report import ReportOptions, build_report
+from runner_ctl.latency.source import SourceOptions
 from runner_ctl.latency.window import DAY, Window
 
 GOAL_SECONDS = 3.0

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 from runner_ctl.errors import ConfigError, UsageError
-from runner_ctl.latency.api import ApiError, NotFoundError, SourceOptions
+from runner_ctl.forge.httpcache import ApiCounters
+from runner_ctl.forge.rest import ApiError, NotFoundError
 from runner_ctl.latency.github import fetch_github
-from runner_ctl.latency.httpcache import ApiCounters
 from runner_ctl.latency.model import Filters, Job
+from runner_ctl.latency.source import SourceOptions
 from runner_ctl.latency.stats import prepare
 from runner_ctl.latency.window import DAY, Window
 from tests.latencyfixtures import DAY0, github

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from runner_ctl.errors import ConfigError
-from runner_ctl.latency.api import SourceOptions
+from runner_ctl.forge.httpcache import ApiCounters
 from runner_ctl.latency.gitlab import fetch_gitlab
-from runner_ctl.latency.httpcache import ApiCounters
 from runner_ctl.latency.model import Filters, Job
+from runner_ctl.latency.source import SourceOptions
 from runner_ctl.latency.stats import prepare
 from runner_ctl.latency.window import DAY, Window
 from tests.latencyfixtures import DAY0, gitlab

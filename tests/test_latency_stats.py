@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner_ctl.latency.httpcache import ApiCounters
+from runner_ctl.forge.httpcache import ApiCounters
 from runner_ctl.latency.model import Filters
 from runner_ctl.latency.report import NO_JOBS, ReportOptions, build_report
 from runner_ctl.latency.stats import (

@@ -2,7 +2,7 @@
 and a trace-replay model of how many runner slots keep queues short.
 
 ``model`` holds the job record and the JSONL trace format, ``window`` the report window,
-``httpcache`` and ``api`` the cheap, rate-limit-aware HTTP side, ``github``/``gitlab`` the
-sources, ``stats`` and ``simulate`` the numbers, ``report`` the JSON contract, ``render`` and
+``source`` what a source is asked with (the HTTP side is ``runner_ctl.forge``), ``github``/``gitlab``
+the sources, ``stats`` and ``simulate`` the numbers, ``report`` the JSON contract, ``render`` and
 ``chart`` what people read or look at, ``command`` the thin typer sub-app.
 """

@@ -19,21 +19,22 @@ import typer
 
 from runner_ctl.clikit import check_http_url, check_number, check_text, guard, plain_console, stderr
 from runner_ctl.errors import ConfigError, UsageError
-from runner_ctl.latency.api import SourceOptions
+from runner_ctl.forge.github import GITHUB_API
+from runner_ctl.forge.gitlab import GITLAB_API
+from runner_ctl.forge.httpcache import ApiCounters
 from runner_ctl.latency.chart import check_chart_path, write_chart
-from runner_ctl.latency.github import GITHUB_API, fetch_github
+from runner_ctl.latency.github import fetch_github
 from runner_ctl.latency.gitlab import fetch_gitlab
-from runner_ctl.latency.httpcache import ApiCounters
 from runner_ctl.latency.model import Filters, Job, read_jsonl, write_jsonl
 from runner_ctl.latency.render import markdown, print_table
 from runner_ctl.latency.report import DEFAULT_MAX_SLOTS, DEFAULT_TARGET_P95, Report, ReportOptions, build_report, select
+from runner_ctl.latency.source import SourceOptions
 from runner_ctl.latency.window import Window, resolve_window
 from runner_ctl.paths import cache_dir, open_regular
 
 __all__ = ["EXIT_SCALE_OUT", "latency_app"]
 
 EXIT_SCALE_OUT = 10
-GITLAB_API = "https://gitlab.com/api/v4"
 # source flag -> (fetcher, default --api-url, default --token-env)
 FORGES: dict[str, tuple[Callable[[str, SourceOptions], list[Job]], str, str]] = {
     "github": (fetch_github, GITHUB_API, "GITHUB_TOKEN"),

@@ -14,22 +14,20 @@ Requests (REST API, version 2022-11-28):
 Runs still in progress are left for a later report (their jobs are not final).
 """
 
-import re
-
 from pydantic import Field
 
 from runner_ctl.errors import UsageError
-from runner_ctl.latency.api import Payload, RestClient, SourceOptions, fetch_all, trimmer
+from runner_ctl.forge.github import REPO_PATTERN, github_headers
+from runner_ctl.forge.rest import Payload, RestClient, fetch_all, trimmer
 from runner_ctl.latency.model import Filters, IsoTime, Job, format_time, parse_time
+from runner_ctl.latency.source import SourceOptions
 from runner_ctl.latency.window import day_chunks
 
-__all__ = ["GITHUB_API", "RESULT_CAP", "fetch_github"]
+__all__ = ["RESULT_CAP", "fetch_github"]
 
-GITHUB_API = "https://api.github.com"
 RESULT_CAP = 1000  # runs a filtered list query returns at most
 PER_PAGE = 100
 MAX_JOB_PAGES = 30  # a run has at most 256 jobs per matrix, a few matrices: bounded anyway
-_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
 class _Run(Payload):
@@ -131,16 +129,12 @@ class _GitHub:
 
 def fetch_github(repo: str, options: SourceOptions) -> list[Job]:
     """The jobs of the completed runs of ``repo`` created in the window."""
-    if not _REPO.fullmatch(repo):
+    if not REPO_PATTERN.fullmatch(repo):
         raise UsageError(f"--github {repo!r} is not OWNER/REPO (for example octo-org/octo-repo)")
     window, filters = options.window, options.filters
     client = options.client(
         forge="GitHub",
-        auth_headers={
-            "Authorization": f"Bearer {options.token}",
-            "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": "2022-11-28",
-        },
+        auth_headers=github_headers(options.token),
         not_found=f"repository {repo} not found at {options.api_url}, or the token in {options.token_env} cannot "
         "see it (a private repository needs a token with actions: read)",
         cache_parts=tuple(repo.split("/")),

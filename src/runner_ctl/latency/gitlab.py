@@ -16,13 +16,14 @@ hosted runners (``*.runners-manager.gitlab.com``, ``saas-*`` tags) are marked ho
 """
 
 from typing import Annotated
-from urllib.parse import quote
 
 from pydantic import Field
 
 from runner_ctl.errors import UsageError
-from runner_ctl.latency.api import Payload, RestClient, SourceOptions, fetch_all, trimmer
+from runner_ctl.forge.gitlab import gitlab_headers, gitlab_id
+from runner_ctl.forge.rest import Payload, RestClient, fetch_all, trimmer
 from runner_ctl.latency.model import Filters, IsoTime, Job, format_time, parse_time
+from runner_ctl.latency.source import SourceOptions
 from runner_ctl.latency.window import Window, day_chunks
 
 __all__ = ["FINISHED", "fetch_gitlab", "is_gitlab_hosted"]
@@ -70,7 +71,7 @@ def is_gitlab_hosted(runner_description: str | None, tags: tuple[str, ...]) -> b
 class _GitLab:
     def __init__(self, client: RestClient, project: str, filters: Filters) -> None:
         self.client = client
-        self.project = quote(project, safe="")
+        self.project = gitlab_id(project)
         self.filters = filters
         self.trim_pipelines = trimmer(_Pipeline, "GitLab")
         self.trim_jobs = trimmer(_Job, "GitLab")
@@ -139,10 +140,10 @@ def fetch_gitlab(project: str, options: SourceOptions) -> list[Job]:
     window, filters = options.window, options.filters
     client = options.client(
         forge="GitLab",
-        auth_headers={"Authorization": f"Bearer {options.token}"},
+        auth_headers=gitlab_headers(options.token),
         not_found=f"project {project} not found at {options.api_url}, or the token in {options.token_env} cannot "
         "see it (it needs the read_api scope and at least the Reporter role)",
-        cache_parts=(quote(project, safe=""),),
+        cache_parts=(gitlab_id(project),),
     )
     with client:
         source = _GitLab(client, project, filters)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner_ctl.latency.httpcache import ApiCounters
+from runner_ctl.forge.httpcache import ApiCounters
 from runner_ctl.latency.model import Filters, Job
 from runner_ctl.latency.simulate import SimJob, predict_p95
 from runner_ctl.latency.stats import (

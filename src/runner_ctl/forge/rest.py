@@ -1,4 +1,4 @@
-"""A small REST client shared by the GitHub and GitLab sources.
+"""A small REST client for the GitHub and GitLab APIs, shared by everything that asks them.
 
 It pays for as little as it can and waits when it is told to: conditional requests from
 the ETag cache, ``retry-after`` (both forges), ``x-ratelimit-remaining``/``reset`` (GitHub)
@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -23,9 +22,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from runner_ctl import __version__
 from runner_ctl.errors import ConfigError, ProxyConfigError, RunnerCtlError
-from runner_ctl.latency.httpcache import ApiCounters, HttpCache
-from runner_ctl.latency.model import Filters
-from runner_ctl.latency.window import Window
+from runner_ctl.forge.httpcache import ApiCounters, HttpCache
 
 __all__ = [
     "MAX_CONCURRENCY",
@@ -34,7 +31,6 @@ __all__ = [
     "Page",
     "Payload",
     "RestClient",
-    "SourceOptions",
     "cache_slug",
     "fetch_all",
     "trimmer",
@@ -338,35 +334,3 @@ def fetch_all(items: Iterable[T], fetch: Callable[[T], R], workers: int = MAX_CO
 
 def cache_slug(api_url: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", api_url.split("://", 1)[-1]).strip("_")
-
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """What every forge source is asked with."""
-
-    api_url: str
-    token: str
-    token_env: str
-    window: Window
-    filters: Filters
-    cache_root: Path | None  # None: no cache
-    counters: ApiCounters
-    max_wait: float = 120.0
-    sleep: Callable[[float], None] = time.sleep
-
-    def client(
-        self, *, forge: str, auth_headers: dict[str, str], not_found: str, cache_parts: tuple[str, ...]
-    ) -> RestClient:
-        """A client of this forge's API whose cache lives under ``forge/API host/cache_parts``."""
-        root = self.cache_root
-        return RestClient(
-            forge=forge,
-            base_url=self.api_url,
-            auth_headers=auth_headers,
-            token_env=self.token_env,
-            not_found=not_found,
-            cache=HttpCache(root.joinpath(forge.lower(), cache_slug(self.api_url), *cache_parts) if root else None),
-            counters=self.counters,
-            max_wait=self.max_wait,
-            sleep=self.sleep,
-        )
