@@ -120,7 +120,11 @@ def _seconds_header(response: httpx.Response, *names: str) -> float | None:
 
 
 class RestClient:
-    """GETs JSON from one API. ``not_found`` is the whole message for a 404 on the main resource."""
+    """Asks one API for JSON.
+
+    ``not_found`` is the whole message for a 404 on the main resource, ``permission`` what a
+    token answered with 403 lacks (named in that error).
+    """
 
     def __init__(
         self,
@@ -135,8 +139,10 @@ class RestClient:
         max_attempts: int = 5,
         max_wait: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
+        permission: str | None = None,
     ) -> None:
         self.forge = forge
+        self.permission = permission or ("actions: read" if forge == "GitHub" else "the read_api scope")
         self.base_url = base_url.rstrip("/")
         self.token_env = token_env
         self.not_found = not_found
@@ -194,6 +200,22 @@ class RestClient:
             self.cache.put_page(url, etag, {"body": body, "next": next_link})
         return Page(body, next_link)
 
+    def send(self, method: str, url: str, *, body: dict[str, Any] | None = None) -> Any:
+        """``method`` (POST, PUT, PATCH, DELETE) on ``url`` with a JSON ``body``; the answer's JSON, or None.
+
+        Retried like a GET on transport errors, server errors and rate limits: each call this
+        project makes is safe to repeat (a token, a label set, a deletion of a runner).
+        """
+        response = self._request(url, {}, method=method, body=body)
+        self.counters.add(calls=1)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(f"the {self.forge} API at {self.base_url} answered {method} {self._path(url)} with "
+                           "something that is not JSON; check the API URL") from None  # fmt: skip
+
     def collect(
         self, url: str, *, trim: Callable[[Any], Any], items: Callable[[Any], list[Any]], key: str, max_pages: int
     ) -> list[Any]:
@@ -219,7 +241,9 @@ class RestClient:
     def _path(self, url: str) -> str:
         return httpx.URL(url).path
 
-    def _request(self, url: str, headers: dict[str, str]) -> httpx.Response:
+    def _request(
+        self, url: str, headers: dict[str, str], *, method: str = "GET", body: dict[str, Any] | None = None
+    ) -> httpx.Response:
         def wait_for(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
             if isinstance(error, _RetryableError) and error.wait is not None:
@@ -234,7 +258,7 @@ class RestClient:
             reraise=True,
         )
         try:
-            return retrying(self._attempt, url, headers)
+            return retrying(self._attempt, url, headers, method, body)
         except _RetryableError as error:
             raise ApiError(
                 f"the {self.forge} API at {self.base_url} kept failing ({error.reason}) after {self.max_attempts} "
@@ -257,10 +281,12 @@ class RestClient:
                 "(what was fetched is cached)"
             )
 
-    def _attempt(self, url: str, headers: dict[str, str]) -> httpx.Response:
+    def _attempt(
+        self, url: str, headers: dict[str, str], method: str = "GET", body: dict[str, Any] | None = None
+    ) -> httpx.Response:
         self._pause_for_rate_limit()
         try:
-            response = self._http.get(url, headers=headers)
+            response = self._http.request(method, url, headers=headers, json=body)
         except httpx.LocalProtocolError as error:
             # Raised while writing the request: its text may quote a header, the token's included.
             raise ApiError(f"the {self.forge} API request could not be sent ({type(error).__name__})") from None
@@ -268,7 +294,7 @@ class RestClient:
             raise _RetryableError(str(error) or type(error).__name__) from None
         self._note_budget(response)
         status = response.status_code
-        if status in (200, 304):
+        if status in (200, 304) or (method != "GET" and status in (201, 202, 204)):
             return response
         if status == 401:
             raise ConfigError(
@@ -279,9 +305,10 @@ class RestClient:
             self.counters.add(calls=1)
             pause = self._rate_limit_wait(response)
             if pause is None:
+                verb = "read" if method == "GET" else method
                 raise ConfigError(
-                    f"the token in {self.token_env} may not read {self._path(url)} (HTTP 403: {_message(response)}); "
-                    f"it needs {'actions: read' if self.forge == 'GitHub' else 'the read_api scope'}"
+                    f"the token in {self.token_env} may not {verb} {self._path(url)} (HTTP 403: {_message(response)}); "
+                    f"it needs {self.permission}"
                 )
             self._check_wait(pause)
             raise _RetryableError(f"rate limited, HTTP {status}", pause)
@@ -298,7 +325,7 @@ class RestClient:
         """Wait before the next request once the budget is spent, instead of being refused."""
         remaining = response.headers.get("x-ratelimit-remaining") or response.headers.get("ratelimit-remaining")
         reset = _seconds_header(response, "x-ratelimit-reset", "ratelimit-reset")
-        if remaining == "0" and reset is not None and response.status_code in (200, 304):
+        if remaining == "0" and reset is not None and response.status_code < 300:
             with self._lock:
                 self._resume_at = max(self._resume_at, reset + 1)
 
