@@ -6,18 +6,22 @@ before any operation: a bad key, a missing or empty token, and the API refusing 
 403 or 404.
 """
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from deploys.github_runner import RunnerSlots, unit_name
 
-from runner_ctl.hostdata import default_host_settings
+from runner_ctl.forge.github_runners import github_client, list_runners
+from runner_ctl.hostdata import default_host_settings, validate_host_data
 from runner_ctl.layers.github_runner import GitHubRunnerRegistration, GitHubRunnerSettings, runner_names
 from tests.conftest import PROJECT_ROOT
 from tests.standins.forge_api import Reply
 from tests.standins.github_api import GitHubStandIn
+from tests.standins.github_runner_rehearsal import rehearsal_world
 from tests.test_layer_buildbuddy import dry_host_deploy, write_group_data
 from tests.test_layer_secrets import pyinfra_local
 
@@ -184,3 +188,24 @@ def test_no_registration_asks_no_api(tmp_path: Path, api: GitHubStandIn) -> None
     done = pyinfra_local(PROJECT_ROOT / "deploys" / "runner_host.py", "--dry", "--group-data", str(group_data))
     assert done.returncode == 0, done.stderr
     assert api.calls == []
+
+
+def test_a_release_that_does_not_match_its_sha256_never_reaches_the_host(tmp_path: Path) -> None:
+    with rehearsal_world("127.0.0.1", PLANTED, tmp_path) as world:
+        data = {**GOOD, **world.group_data, "github_runner_sha256": "f" * 64}
+        output = _dry(tmp_path, data, {"GITHUB_RUNNER_TOKEN": PLANTED})
+    _one_line(output, "github_runner_download_url", "sha256 mismatch", "expected " + "f" * 64)
+
+
+def test_the_rehearsal_world_is_valid_group_data_served_by_stand_ins(tmp_path: Path) -> None:
+    with rehearsal_world("127.0.0.1", PLANTED, tmp_path) as world:
+        settings = validate_host_data({"layers": ["base", "github_runner"], **world.group_data})
+        mine = settings.of(GitHubRunnerSettings)
+        assert len(mine.github_runner_registrations) == 2
+        assert "stand-in" in world.summary and "\n" not in world.summary
+        tarball = httpx.get(mine.download_url(), timeout=10)
+        assert hashlib.sha256(tarball.content).hexdigest() == mine.github_runner_sha256
+        with github_client(mine.github_runner_api_url, PLANTED, token_what="a test") as client:  # noqa: S106 - a description
+            assert list_runners(client, "acme/lib") == []
+    with pytest.raises(httpx.TransportError):
+        httpx.get(mine.download_url(), timeout=5)  # stopped with the block
