@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from runner_ctl.forge.github import GITHUB_API
-from runner_ctl.layers._spec import LayerSettings, LayerSpec
+from runner_ctl.layers._spec import LayerSettings, LayerSpec, check_download_url
 from runner_ctl.secretrefs import is_reference
 
 __all__ = [
@@ -39,7 +39,6 @@ _LABEL = re.compile(r"^[A-Za-z0-9._:/+-]{1,100}$")
 _GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 _VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_URL_FIELDS = re.compile(r"\{(version|arch)\}")
 # A GitHub runner name may be up to 64 characters.
 MAX_NAME_LENGTH = 64
 
@@ -261,12 +260,7 @@ class GitHubRunnerSettings(LayerSettings):
     @field_validator("github_runner_download_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^\s'\"\\]+", value):
-            raise ValueError(f"not an http(s) URL: {value!r}")
-        leftover = _URL_FIELDS.sub("", value)
-        if "{" in leftover or "}" in leftover:
-            raise ValueError("only {version} and {arch} may appear in braces")
-        return value
+        return check_download_url(value)
 
     @field_validator("github_runner_name_prefix")
     @classmethod
