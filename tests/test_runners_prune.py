@@ -48,7 +48,17 @@ def test_ten_years_is_the_longest_duration() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0, "0s"), (12.7, "12s"), (250, "4m 10s"), (3900, "1h 5m"), (3600, "1h"), (183_600, "2d 3h")]
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (12.7, "12s"),
+        (250, "4m 10s"),
+        (7202, "2h"),
+        (90_061, "1d 1h"),
+        (3900, "1h 5m"),
+        (3600, "1h"),
+        (183_600, "2d 3h"),
+    ],
 )
 def test_durations_for_people(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

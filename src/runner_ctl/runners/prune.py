@@ -42,14 +42,17 @@ def parse_duration(text: str, flag: str = "--offline-for") -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """``2d 3h``, ``1h 5m``, ``4m 10s``, ``12s``: the two largest units, for people."""
+    """``2d 3h``, ``1h 5m``, ``4m 10s``, ``12s``: the largest unit and the next one unless it is 0."""
     whole = max(0, math.floor(seconds))
-    parts: list[str] = []
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
-        if whole >= size or (unit == "s" and not parts):
-            parts.append(f"{whole // size}{unit}")
-            whole %= size
-    return " ".join(parts[:2])
+    sizes = ((86_400, "d"), (3600, "h"), (60, "m"), (1, "s"))
+    index = next((i for i, (size, _) in enumerate(sizes) if whole >= size), len(sizes) - 1)
+    size, unit = sizes[index]
+    text = f"{whole // size}{unit}"
+    if index + 1 < len(sizes):
+        smaller, small_unit = sizes[index + 1]
+        rest = whole % size // smaller
+        text += f" {rest}{small_unit}" if rest else ""
+    return text
 
 
 @dataclass(frozen=True)
