@@ -36,11 +36,13 @@ class Cli:
 
     state: Path
 
-    def __call__(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, cwd: Path = PROJECT_ROOT
+    ) -> subprocess.CompletedProcess[str]:
         base = {key: value for key, value in os.environ.items() if key not in _DROPPED}
         return subprocess.run(
             [sys.executable, "-c", RUNNERS, *args],
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=120,
@@ -485,3 +487,14 @@ def test_the_state_of_one_forge_scope_leaves_the_others_alone(cli: Cli, github: 
     entries = json.loads(cli.offline_since.read_text())["offline_since"]
     assert sum(key.startswith(f"{github.api.url} acme/app ") for key in entries) == 3
     assert sum(key.startswith(f"{github.api.url} acme ") for key in entries) == 1
+
+
+def test_the_default_prefix_comes_from_the_checkouts_group_data(cli: Cli, github: GitHubWorld, tmp_path: Path) -> None:
+    root = tmp_path / "checkout"
+    (root / "deploys").mkdir(parents=True)
+    (root / "inventories" / "group_data").mkdir(parents=True)
+    (root / "inventories" / "group_data" / "all.py").write_text('github_runner_name_prefix = "lap"\n')
+    done = cli("prune", *github.args("--offline-for", "0", "--json"), env=github.env, cwd=root)
+    assert last_json(done)["deleted"] == ["laptop"]
+    assert "(prefix 'lap')" in done.stderr
+    assert github.names() == {"rc-ci-1-1", "rc-ci-1-2", "rc-ci-1-3"}

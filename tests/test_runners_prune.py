@@ -9,6 +9,7 @@ import pytest
 from runner_ctl.errors import ConfigError, UsageError
 from runner_ctl.forge.runners import RunnerInfo
 from runner_ctl.runners.audit import AuditLog, AuditRecord
+from runner_ctl.runners.command import FALLBACK_PREFIX, default_prefix
 from runner_ctl.runners.prune import decide, format_duration, parse_duration
 from runner_ctl.runners.state import OfflineSince, state_dir
 
@@ -248,3 +249,40 @@ def test_an_audit_log_behind_a_symlink_is_refused(tmp_path: Path) -> None:
     log = AuditLog(link, AuditRecord("github", "https://api.github.com", "acme/app", dry_run=False))
     with pytest.raises(ConfigError, match="cannot append to the audit log"), log:
         pass
+
+
+# ---- the default --prefix ------------------------------------------------------------------------
+
+
+def checkout(root: Path, group_data: str) -> Path:
+    """A runner-ctl checkout (deploys/ and inventories/group_data/) with this all.py."""
+    (root / "deploys").mkdir(parents=True)
+    (root / "inventories" / "group_data").mkdir(parents=True)
+    (root / "inventories" / "group_data" / "all.py").write_text(group_data)
+    return root
+
+
+def test_the_default_prefix_is_the_checkouts_group_data_per_forge(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    root = checkout(tmp_path / "repo", 'github_runner_name_prefix = "gh-"\ngitlab_runner_name_prefix = "gl-"\n')
+    monkeypatch.chdir(root / "inventories")
+    assert default_prefix("github") == "gh-"
+    assert default_prefix("gitlab") == "gl-"
+
+
+def test_without_the_key_the_default_prefix_is_the_layers_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(checkout(tmp_path / "repo", "layers = ['base']\n"))
+    assert default_prefix("github") == FALLBACK_PREFIX == "rc-"
+    assert default_prefix("gitlab") == "rc-"
+
+
+@pytest.mark.parametrize("value", ['""', "3", "None"])
+def test_a_prefix_in_group_data_that_is_not_a_name_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    monkeypatch.chdir(checkout(tmp_path / "repo", f"github_runner_name_prefix = {value}\n"))
+    with pytest.raises(ConfigError, match=r"github_runner_name_prefix .* is not a name prefix; .* pass --prefix P"):
+        default_prefix("github")
