@@ -8,10 +8,11 @@ import pytest
 
 from runner_ctl.errors import ConfigError, UsageError
 from runner_ctl.forge.runners import RunnerInfo
+from runner_ctl.paths import cache_dir, state_dir
 from runner_ctl.runners.audit import AuditLog, AuditRecord
 from runner_ctl.runners.command import FALLBACK_PREFIX, default_prefix
 from runner_ctl.runners.prune import decide, format_duration, parse_duration
-from runner_ctl.runners.state import OfflineSince, state_dir
+from runner_ctl.runners.state import OfflineSince
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -135,15 +136,14 @@ def test_an_offline_runner_without_a_sighting_counts_from_now() -> None:
 # ---- the offline-since state file ----------------------------------------------------------------
 
 
-def test_state_dir_follows_the_override_then_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("RUNNER_CTL_STATE_DIR", str(tmp_path / "state"))
-    assert state_dir() == tmp_path / "state"
-    monkeypatch.delenv("RUNNER_CTL_STATE_DIR")
+def test_state_lives_in_the_state_dir_not_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("RUNNER_CTL_STATE_DIR", "RUNNER_CTL_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    assert state_dir() == tmp_path / "xdg" / "runner-ctl"
+    assert (state_dir(), cache_dir()) == (tmp_path / "xdg" / "runner-ctl", tmp_path / ".cache" / "runner-ctl")
     monkeypatch.delenv("XDG_STATE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert state_dir() == tmp_path / "home" / ".local" / "state" / "runner-ctl"
+    assert state_dir() == tmp_path / ".local" / "state" / "runner-ctl"
 
 
 def test_first_sighting_is_kept_across_runs_and_an_online_runner_is_forgotten(tmp_path: Path) -> None:

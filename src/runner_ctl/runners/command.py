@@ -21,11 +21,11 @@ from runner_ctl.errors import ConfigError, UsageError
 from runner_ctl.forge.rest import NotFoundError
 from runner_ctl.forge.runners import RunnerInfo
 from runner_ctl.hostdata import default_host_settings, load_group_data
-from runner_ctl.paths import find_project_root
+from runner_ctl.paths import find_project_root, state_dir
 from runner_ctl.runners.audit import AuditLog, AuditRecord
 from runner_ctl.runners.forges import ForgeSession, Target, connect, read_token, resolve_target
 from runner_ctl.runners.prune import Decision, decide, parse_duration
-from runner_ctl.runners.state import OfflineSince, state_dir
+from runner_ctl.runners.state import OfflineSince
 
 __all__ = ["FALLBACK_PREFIX", "audit_log_path", "default_prefix", "runners_app", "state_file_path"]
 

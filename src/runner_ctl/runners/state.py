@@ -1,7 +1,8 @@
-"""When runner-ctl first saw each runner offline: a small JSON state file, and where it lives.
+"""When runner-ctl first saw each runner offline: a small JSON state file in ``paths.state_dir()``.
 
 GitHub reports a runner as online or offline but not since when, so ``runners prune``
-measures a GitHub runner's offline time from the first run that saw it offline. Entries are
+measures a GitHub runner's offline time from the first run that saw it offline (likewise a
+GitLab runner that never made contact and so has no ``contacted_at``). Entries are
 keyed by API URL, scope and runner id (ids are unique only per API, and one file serves
 every forge and scope); a runner seen online again, or no longer listed, is forgotten.
 
@@ -21,23 +22,9 @@ from pathlib import Path
 from runner_ctl.errors import ConfigError
 from runner_ctl.forge.runners import RunnerInfo
 
-__all__ = ["OfflineSince", "state_dir"]
+__all__ = ["OfflineSince"]
 
 _VERSION = 1
-
-
-def state_dir() -> Path:
-    """runner-ctl's state directory: ``$RUNNER_CTL_STATE_DIR``, else ``$XDG_STATE_HOME/runner-ctl``.
-
-    The same convention as ``paths.cache_dir``; state, not cache: the audit log must not be
-    swept away with caches.
-    """
-    override = os.environ.get("RUNNER_CTL_STATE_DIR")
-    if override:
-        return Path(override).expanduser().absolute()
-    xdg = os.environ.get("XDG_STATE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state"
-    return (base / "runner-ctl").absolute()
 
 
 class OfflineSince:
