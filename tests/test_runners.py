@@ -498,3 +498,31 @@ def test_the_default_prefix_comes_from_the_checkouts_group_data(cli: Cli, github
     assert last_json(done)["deleted"] == ["laptop"]
     assert "(prefix 'lap')" in done.stderr
     assert github.names() == {"rc-ci-1-1", "rc-ci-1-2", "rc-ci-1-3"}
+
+
+def test_github_a_runner_already_gone_when_deleted_counts_as_deleted(cli: Cli, github: GitHubWorld) -> None:
+    # The list answers with a runner that someone removes before runner-ctl's DELETE arrives.
+    gone = {"id": 999, "name": "rc-gone-1", "os": "Linux", "status": "offline", "busy": False, "labels": []}
+    github.api.faults.extend([Reply(200, {"total_count": 1, "runners": [gone]}), Reply(404, {"message": "Not Found"})])
+    done = cli("prune", *github.args("--offline-for", "0", "--json"), env=github.env)
+    assert last_json(done) == {"deleted": ["rc-gone-1"], "kept": []}
+    assert "deleted rc-gone-1 (id 999): " in done.stderr and "already gone (HTTP 404)" in done.stderr
+    assert cli.audit[0]["action"] == "deleted" and cli.audit[0]["reason"].endswith("already gone (HTTP 404)")
+
+
+def test_a_runner_name_with_a_newline_cannot_fake_an_output_line(cli: Cli, github: GitHubWorld) -> None:
+    github.api.add_runner("/repos/acme/app", "x\ndeleted everything", status="offline")
+    done = cli("prune", *github.args("--dry-run"), env=github.env)
+    assert done.returncode == 0, done.stderr
+    assert "kept 'x\\ndeleted everything' (id " in done.stdout
+    assert not any(line.startswith("deleted everything") for line in done.stdout.splitlines())
+
+
+def test_gitlab_instance_runners(cli: Cli) -> None:
+    api = GitLabStandIn()
+    with api.running():
+        api.add_runner("rc-shared-1", runner_type="instance_type", status="offline", contacted_at=1.0)
+        done = cli(
+            "list", "--gitlab", "instance", "--api-url", f"{api.url}/api/v4", "--json", env={"GITLAB_TOKEN": api.token}
+        )
+        assert [runner["name"] for runner in last_json(done)["runners"]] == ["rc-shared-1"]

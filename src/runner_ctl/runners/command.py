@@ -130,6 +130,11 @@ def list_command(
     raise typer.Exit(guard(lambda: _list(resolve_target(github, github_org, gitlab, api_url), json_output)))
 
 
+def _shown(name: str) -> str:
+    """A runner name for a terminal: quoted when it holds control characters (it could fake a line)."""
+    return name if name.isprintable() else repr(name)
+
+
 def _iso(moment: float | None) -> str | None:
     return None if moment is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
@@ -171,7 +176,13 @@ def _print_runners(console: Console, target: Target, runners: list[RunnerInfo]) 
     for column in ("ID", "NAME", "STATUS", "BUSY", target.label_word.upper(), *(("LAST CONTACT",) if contacts else ())):
         table.add_column(column, justify="right" if column == "ID" else "left")
     for runner in runners:
-        row = [str(runner.id), runner.name, runner.status, "busy" if runner.busy else "idle", ", ".join(runner.labels)]
+        row = [
+            str(runner.id),
+            _shown(runner.name),
+            runner.status,
+            "busy" if runner.busy else "idle",
+            ", ".join(runner.labels),
+        ]
         if contacts:
             row.append(_iso(runner.contacted_at) or "never")
         table.add_row(*row)
@@ -270,4 +281,4 @@ def _act(
         state.forget(runner.id)
         action = "deleted"
     audit.write(action, runner.id, runner.name, reason)
-    out.print(f"{action.replace('-', ' ')} {runner.name} (id {runner.id}): {reason}", soft_wrap=True)
+    out.print(f"{action.replace('-', ' ')} {_shown(runner.name)} (id {runner.id}): {reason}", soft_wrap=True)
