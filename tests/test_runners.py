@@ -526,3 +526,11 @@ def test_gitlab_instance_runners(cli: Cli) -> None:
             "list", "--gitlab", "instance", "--api-url", f"{api.url}/api/v4", "--json", env={"GITLAB_TOKEN": api.token}
         )
         assert [runner["name"] for runner in last_json(done)["runners"]] == ["rc-shared-1"]
+
+
+def test_an_unwritable_state_dir_stops_prune_before_any_request(cli: Cli, github: GitHubWorld, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    done = cli("prune", *github.args("--offline-for", "0"), env={**github.env, "RUNNER_CTL_STATE_DIR": str(blocker)})
+    assert_one_line_error(done, 2, "cannot append to the audit log", "RUNNER_CTL_STATE_DIR")
+    assert github.api.calls == []
