@@ -29,7 +29,7 @@ from runner_ctl.runners.state import OfflineSince
 
 __all__ = ["FALLBACK_PREFIX", "audit_log_path", "default_prefix", "runners_app", "state_file_path"]
 
-# The layers' default name prefix (github_runner_name_prefix / gitlab_runner_name_prefix).
+# The layer specs' own default, for a checkout whose specs do not name the key (yet).
 FALLBACK_PREFIX = "rc-"
 DEFAULT_OFFLINE_FOR = "1h"
 _AUDIT_WHERE = "$RUNNER_CTL_STATE_DIR/runners/audit.jsonl (default: ~/.local/state/runner-ctl/runners/audit.jsonl)"
@@ -250,8 +250,10 @@ def _prune(target: Target, *, prefix: str | None, offline_for: float, dry_run: b
         try:
             for decision in decisions:
                 _act(decision, session=session, state=state, audit=audit, out=out, dry_run=dry_run)
-                (deleted.append(decision.runner.name) if decision.delete else
-                 kept.append({"name": decision.runner.name, "reason": decision.reason}))  # fmt: skip
+                if decision.delete:
+                    deleted.append(decision.runner.name)
+                else:
+                    kept.append({"name": decision.runner.name, "reason": decision.reason})
         finally:
             state.save()
     verb = "would delete" if dry_run else "deleted"
