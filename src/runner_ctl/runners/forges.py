@@ -7,16 +7,14 @@ Binds the forge-neutral commands to ``runner_ctl.forge.github_runners`` and
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
 from runner_ctl.clikit import check_http_url, check_text
 from runner_ctl.errors import ConfigError, UsageError
 from runner_ctl.forge import github_runners, gitlab_runners
 from runner_ctl.forge.github import GITHUB_API, REPO_PATTERN
 from runner_ctl.forge.gitlab import GITLAB_API
-from runner_ctl.forge.rest import RestClient
 from runner_ctl.forge.runners import RunnerInfo
 
 __all__ = ["FORGE_FLAGS", "ForgeSession", "Target", "connect", "read_token", "resolve_target"]
@@ -79,44 +77,29 @@ def read_token(name: str) -> str:
     return token
 
 
-class ForgeSession(Protocol):
-    def list_runners(self) -> list[RunnerInfo]: ...
+@dataclass(frozen=True)
+class ForgeSession:
+    """What the commands need of a forge: its runners in the target, and deleting one by id."""
 
-    def delete_runner(self, runner_id: int) -> None: ...
-
-
-@dataclass
-class _GitHub:
-    client: RestClient
-    scope: str
-
-    def list_runners(self) -> list[RunnerInfo]:
-        return github_runners.list_runners(self.client, self.scope)
-
-    def delete_runner(self, runner_id: int) -> None:
-        github_runners.delete_runner(self.client, self.scope, runner_id)
-
-
-@dataclass
-class _GitLab:
-    client: RestClient
-    target: str
-
-    def list_runners(self) -> list[RunnerInfo]:
-        return gitlab_runners.list_runners(self.client, self.target)
-
-    def delete_runner(self, runner_id: int) -> None:
-        gitlab_runners.delete_runner(self.client, runner_id)
+    list_runners: Callable[[], list[RunnerInfo]]
+    delete_runner: Callable[[int], None]
 
 
 @contextlib.contextmanager
 def connect(target: Target, token: str) -> Iterator[ForgeSession]:
     """A session on ``target``'s API; its HTTP connections close when the block ends."""
+    scope = target.scope
     if target.forge == "github":
         client = github_runners.github_client(target.api_url, token, token_what=target.token_env)
-        session: ForgeSession = _GitHub(client, target.scope)
+        session = ForgeSession(
+            lambda: github_runners.list_runners(client, scope),
+            lambda runner_id: github_runners.delete_runner(client, scope, runner_id),
+        )
     else:
         client = gitlab_runners.gitlab_client(target.api_url, token, token_what=target.token_env)
-        session = _GitLab(client, target.scope)
+        session = ForgeSession(
+            lambda: gitlab_runners.list_runners(client, scope),
+            lambda runner_id: gitlab_runners.delete_runner(client, runner_id),
+        )
     with client:
         yield session
