@@ -23,7 +23,7 @@ import pytest
 import typer
 import yaml
 
-from runner_ctl.cli import deploy_app
+from runner_ctl.serial_deploy.command import deploy_app
 from tests.conftest import PROJECT_ROOT
 from tests.lockfixtures import History, LockService, history, lock_service, wait_for
 

@@ -54,6 +54,10 @@ class ToolMissingError(PrerequisiteError):
     """A system tool (git, pip, ssh ...) that a command runs is not installed."""
 
 
+class ToolNotExecutableError(ToolMissingError):
+    """The tool is there but may not be run (no execute permission)."""
+
+
 class ToolTimeoutError(RunnerCtlError):
     """A system tool did not finish within its time limit; it was killed."""
 

@@ -6,24 +6,17 @@ fetched by id; a shallow history is deepened from the remote before an ancestry 
 trusted; when neither works the caller is told how to fix the checkout.
 """
 
-import contextlib
 import os
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner_ctl.errors import PrerequisiteError, RunnerCtlError, UsageError
+from runner_ctl._proc import run_unchecked
+from runner_ctl.errors import PrerequisiteError, RunnerCtlError, ToolMissingError, ToolTimeoutError, UsageError
 
 __all__ = ["AncestryUnavailableError", "GitRepo", "Relation"]
 
 FETCH_TIMEOUT = 300.0
-
-
-def _kill_group(process: "subprocess.Popen[str]") -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.communicate()  # reaps it; the pipes close now that the whole group is gone
 
 
 class AncestryUnavailableError(RunnerCtlError):
@@ -54,34 +47,15 @@ class GitRepo:
     def _git(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         command = ["git", "-C", str(self.path), *args]
         try:
-            # Its own process group, so that a timeout or a signal ends git's helpers too (a fetch
-            # runs upload-pack or ssh): left behind, they would hold the output pipes open.
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-                # Never prompt for credentials: a CI job would hang instead of failing.
-                env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
-            )
-        except OSError as error:
-            raise PrerequisiteError(
-                f"cannot run git ({error.strerror or error}); install git or put it on PATH"
-            ) from None
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
+            # Never prompt for credentials: a CI job would hang instead of failing.
+            done = run_unchecked(command, what="git", timeout=timeout, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+        except ToolMissingError as error:
+            raise PrerequisiteError(f"{error.message}; install git or put it on PATH") from None
+        except ToolTimeoutError:
             raise RunnerCtlError(
                 f"git {args[0]} in {self.path} took longer than {timeout:g} s and was stopped; "
                 "check that origin is reachable and answers"
             ) from None
-        except BaseException:
-            _kill_group(process)
-            raise
-        done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         if check and done.returncode != 0:
             last = done.stderr.strip().splitlines()[-1:]
             raise RunnerCtlError(f"git {' '.join(args)} failed: {last[0] if last else f'exit {done.returncode}'}")

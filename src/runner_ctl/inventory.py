@@ -13,13 +13,20 @@ into pyinfra's one-line exit.
 import json
 import os
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner_ctl.errors import ConfigError, PrerequisiteError, RunnerCtlError
+from runner_ctl._proc import run_unchecked
+from runner_ctl.errors import (
+    ConfigError,
+    PrerequisiteError,
+    RunnerCtlError,
+    ToolMissingError,
+    ToolNotExecutableError,
+    ToolTimeoutError,
+)
 from runner_ctl.hostdata import validate_host_data
 
 __all__ = [
@@ -117,22 +124,14 @@ def read_tofu_outputs(argv: Sequence[str], *, timeout: float = TOFU_OUTPUT_TIMEO
         "TF_INPUT": "0",
     }
     try:
-        done = subprocess.run(
-            list(argv),
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except FileNotFoundError:
+        done = run_unchecked(argv, what=TOFU_OUTPUT_DISPLAY, timeout=timeout, env=env)
+    except ToolNotExecutableError:
+        raise PrerequisiteError(f"{argv[0]} is not executable") from None
+    except ToolMissingError:
         raise PrerequisiteError(
             f"{argv[0]} not found: OpenTofu runs through bin/tofu (or RUNNER_CTL_TOFU names another executable)"
         ) from None
-    except PermissionError:
-        raise PrerequisiteError(f"{argv[0]} is not executable") from None
-    except subprocess.TimeoutExpired:
+    except ToolTimeoutError:
         raise PrerequisiteError(f"`{TOFU_OUTPUT_DISPLAY}` did not finish within {timeout:.0f} s") from None
     if done.returncode != 0:
         # tofu fails like this before any apply (no backend initialised yet) and when the

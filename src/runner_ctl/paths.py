@@ -7,21 +7,31 @@ from typing import IO, Literal
 
 from runner_ctl.errors import UsageError
 
-__all__ = ["cache_dir", "find_project_root", "is_project_root", "open_regular"]
+__all__ = ["cache_dir", "find_project_root", "is_project_root", "open_regular", "state_dir"]
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))  # fmt: skip
 _MODES = {"read": os.O_RDONLY, "write": os.O_WRONLY | os.O_CREAT, "append": os.O_WRONLY | os.O_CREAT | os.O_APPEND}
 
 
+def _xdg_dir(override: str, xdg: str, home_default: str) -> Path:
+    if os.environ.get(override):
+        return Path(os.environ[override]).expanduser().absolute()
+    base = Path(os.environ[xdg]).expanduser() if os.environ.get(xdg) else Path.home() / home_default
+    return (base / "runner-ctl").absolute()
+
+
 def cache_dir() -> Path:
     """The runner-ctl cache directory: ``$RUNNER_CTL_CACHE_DIR``, else ``$XDG_CACHE_HOME/runner-ctl``."""
-    override = os.environ.get("RUNNER_CTL_CACHE_DIR")
-    if override:
-        return Path(override).expanduser().absolute()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return (base / "runner-ctl").absolute()
+    return _xdg_dir("RUNNER_CTL_CACHE_DIR", "XDG_CACHE_HOME", ".cache")
+
+
+def state_dir() -> Path:
+    """The runner-ctl state directory: ``$RUNNER_CTL_STATE_DIR``, else ``$XDG_STATE_HOME/runner-ctl``.
+
+    State, not cache: what is kept here (the prune audit log) must survive a cache clean-up.
+    """
+    return _xdg_dir("RUNNER_CTL_STATE_DIR", "XDG_STATE_HOME", ".local/state")
 
 
 def is_project_root(path: Path) -> bool:

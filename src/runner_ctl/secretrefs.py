@@ -17,11 +17,11 @@ import os
 import re
 import secrets
 import shlex
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from runner_ctl.errors import ConfigError
+from runner_ctl._proc import run_unchecked
+from runner_ctl.errors import ConfigError, ToolMissingError, ToolTimeoutError
 
 __all__ = [
     "MIN_LOCK_SECRET_LENGTH",
@@ -87,11 +87,9 @@ def resolve_secret(reference: str, *, what: str, standins: Path | None = None) -
         if not argv:
             raise ConfigError(f"{what}: cmd: reference names no command")
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        except OSError as error:
-            raise ConfigError(f"{what}: command {argv[0]!r} failed ({error.strerror})") from None
-        except subprocess.TimeoutExpired:
-            raise ConfigError(f"{what}: command {argv[0]!r} did not finish within 60 s") from None
+            done = run_unchecked(argv, what=f"{what}: command {argv[0]!r}", timeout=60)
+        except (ToolMissingError, ToolTimeoutError) as error:
+            raise ConfigError(error.message) from None
         if done.returncode != 0:
             raise ConfigError(f"{what}: command {argv[0]!r} exited {done.returncode}")
         value = done.stdout.strip()

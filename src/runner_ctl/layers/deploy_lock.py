@@ -5,6 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from runner_ctl.hostport import split_host_port
 from runner_ctl.layers._spec import LayerSettings, LayerSpec, non_empty_tuple
 
 __all__ = ["SPEC", "DeployLockSettings", "LockToken"]
@@ -46,11 +47,9 @@ class DeployLockSettings(LayerSettings):
     @field_validator("deploy_lock_listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ValueError(f"not HOST:PORT: {value!r}")
+        host, _ = split_host_port(value)
         try:
-            loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+            loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
             loopback = host == "localhost"
         if not loopback:

@@ -2,8 +2,6 @@
 
 import errno
 import gc
-import ipaddress
-import re
 import socket
 import sqlite3
 import sys
@@ -12,6 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from runner_ctl.errors import ConfigError
+from runner_ctl.hostport import split_host_port
 from runner_ctl.lock.service import create_app
 from runner_ctl.lock.store import LockStore
 from runner_ctl.lock.tokens import load_tokens
@@ -22,29 +21,16 @@ DEFAULT_PORT = 7465
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 
 
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
-
-
 def parse_listen(listen: str) -> tuple[str, int]:
     """HOST:PORT, HOST an IP address ([...] around IPv6) or an ASCII host name."""
     invalid = ConfigError(
         f"--listen {listen!a} is invalid; expected HOST:PORT, HOST an IP address ([::1] for IPv6) or a host "
         f"name, PORT from 1 to 65535 (e.g. {DEFAULT_LISTEN})"
     )
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
-        raise invalid
-    bracketed = host.startswith("[") and host.endswith("]")
-    if bracketed:
-        host = host[1:-1]
     try:
-        host = str(ipaddress.ip_address(host))
+        return split_host_port(listen)
     except ValueError:
-        if bracketed or not _HOSTNAME.match(host):
-            raise invalid from None
-    return host, int(port_text)
+        raise invalid from None
 
 
 def open_store(db: Path) -> LockStore:
