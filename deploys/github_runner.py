@@ -9,7 +9,7 @@ For each registration in ``github_runner_registrations`` and each of its ``slots
 + the slot is registered on the operator's orders: a registration token from the REST API
   (``POST .../actions/runners/registration-token``, with ``github_runner_token``) is written
   into a root-only file by ``layerkit.put_secret`` and handed to ``config.sh --unattended
-  --url --name --labels --work --replace [--runnergroup]`` only as ``ACTIONS_RUNNER_INPUT_TOKEN``
+  --url --name --labels --work --replace --disableupdate [--runnergroup]`` only as ``ACTIONS_RUNNER_INPUT_TOKEN``
   in its environment — never in an argument list or a log — and the file is removed;
 + its work directory is ``<data_dir>/actions-runner/<name>``: stable, so each slot keeps its
   checkout path and with it its Bazel output base and warm server;
@@ -317,8 +317,10 @@ def _with_token(slot: Slot, what: str, script: str) -> None:
 def _config_args(slot: Slot, work: str) -> str:
     registration = slot.registration
     assert registration is not None
+    # --disableupdate: the pinned, verified release is what runs; a runner that updated itself
+    # would be put back to the pin by every deploy.
     args = ["--unattended", "--url", slot.url, "--name", slot.name, "--labels", ",".join(registration.labels),
-            "--work", work, "--replace"]  # fmt: skip
+            "--work", work, "--replace", "--disableupdate"]  # fmt: skip
     if registration.runner_group is not None:
         args += ["--runnergroup", registration.runner_group]
     return " ".join(shlex.quote(arg) for arg in args)

@@ -33,6 +33,7 @@ from tests.standins.github_runner_rehearsal import (
     REPOSITORIES,
     VERSIONS,
     RehearsalWorld,
+    operator_token,
     registrations,
     rehearsal_world,
 )
@@ -43,7 +44,6 @@ from runner_ctl.layers.base import BaseLayerSettings
 from runner_ctl.layers.github_runner import RUNNER_ROOT, GitHubRunnerSettings
 from runner_ctl.pyinfra_run import parse_results
 from runner_ctl.rehearse import standins_dir
-from runner_ctl.secretrefs import resolve_secret
 from runner_ctl.testhost import DisposableHost
 
 pytestmark = pytest.mark.host
@@ -112,7 +112,7 @@ def runners(
 ) -> Iterator[Runners]:
     base = settings.of(BaseLayerSettings)
     # On a test host every secret reference resolves to its stand-in: the API must accept that one.
-    token = resolve_secret("env:GITHUB_RUNNER_TOKEN", what="github_runner_token", standins=standins_dir(test_host))
+    token = operator_token(standins_dir(test_host))
     tmp = tmp_path_factory.mktemp("github-runner")
     with rehearsal_world(test_host.controller_address, token, tmp) as world:
         names = [f"{PREFIX}{test_host.name}-{repo.split('/')[1]}-1" for repo in REPOSITORIES]
@@ -160,6 +160,7 @@ def test_both_repositories_get_an_active_runner_running_as_the_runner_user(runne
         config = json.loads(runners.remote(f"cat {RUNNER_ROOT}/{name}/.runner").stdout)
         assert config["workFolder"] == f"{runners.data_dir}/actions-runner/{name}"
         assert config["gitHubUrl"] == f"{runners.api.url}/{repo}"
+        assert config["disableUpdate"] is True  # the pinned release is what runs
     assert len(runners.api.calls_to("POST", "/actions/runner-registration")) == 2
 
 

@@ -20,7 +20,8 @@ What it does as the real runner does (actions/runner: ``CommandSettings.cs``,
 - it registers through ``POST <api>/actions/runner-registration`` with ``Authorization:
   RemoteAuth <token>``, the API being ``<scheme>://<host>/api/v3`` for a GitHub Enterprise
   Server URL (``--url`` of any host but github.com), and writes ``.runner`` (camelCase JSON:
-  agentId, agentName, poolName, serverUrl, gitHubUrl, workFolder) and ``.credentials`` (0600);
+  agentId, agentName, poolName, disableUpdate, serverUrl, gitHubUrl, workFolder) and ``.credentials``
+  (0600);
 - ``config.sh remove`` deregisters with a remove token and deletes both files;
 - ``run.sh`` / ``runsvc.sh`` keep a listener running until SIGTERM or SIGINT, then exit 0;
   ``bin/Runner.Listener --version`` prints the version.
@@ -101,12 +102,14 @@ done
 declare -A ARGS=()
 UNATTENDED=0
 REPLACE=0
+DISABLE_UPDATE=0
 COMMAND="${1:-run}"
 shift || true
 while [ $# -gt 0 ]; do
     case "$1" in
         --unattended) UNATTENDED=1 ;;
         --replace) REPLACE=1 ;;
+        --disableupdate) DISABLE_UPDATE=1 ;;
         --token)
             fail "this stand-in refuses --token on the command line (any user can read an argument list); set ACTIONS_RUNNER_INPUT_TOKEN" ;;
         --url|--name|--labels|--work|--runnergroup)
@@ -205,8 +208,9 @@ configure() {
     printf '{\n  "scheme": "OAuth",\n  "data": {\n    "clientId": "stand-in-%s",\n    "authorizationUrl": %s,\n    "requireFipsCryptography": "False"\n  }\n}\n' \
         "$id" "$(json_str "$server/_apis/oauth2/token")" > .credentials
     umask 022
-    printf '{\n  "agentId": %s,\n  "agentName": %s,\n  "poolId": 1,\n  "poolName": %s,\n  "serverUrl": %s,\n  "gitHubUrl": %s,\n  "workFolder": %s\n}\n' \
-        "$id" "$(json_str "$name")" "$(json_str "${pool:-Default}")" "$(json_str "$server")" "$(json_str "$GITHUB_URL")" "$(json_str "$work")" > .runner
+    printf '{\n  "agentId": %s,\n  "agentName": %s,\n  "poolId": 1,\n  "poolName": %s,\n  "disableUpdate": %s,\n  "serverUrl": %s,\n  "gitHubUrl": %s,\n  "workFolder": %s\n}\n' \
+        "$id" "$(json_str "$name")" "$(json_str "${pool:-Default}")" "$([ "$DISABLE_UPDATE" = 1 ] && echo true || echo false)" \
+        "$(json_str "$server")" "$(json_str "$GITHUB_URL")" "$(json_str "$work")" > .runner
     mkdir -p "$work"
     echo "√ Runner successfully added"
     echo "√ Runner connection is good"

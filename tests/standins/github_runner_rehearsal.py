@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner_ctl.secretrefs import resolve_secret
 from tests.standins.actions_runner_release import DOWNLOAD_PATH, build_release
 from tests.standins.github_api import GitHubStandIn
 from tests.standins.release_server import ReleaseServer, serve_releases
 
-__all__ = ["REPOSITORIES", "VERSIONS", "RehearsalWorld", "registrations", "rehearsal_world"]
+__all__ = ["REPOSITORIES", "VERSIONS", "RehearsalWorld", "operator_token", "registrations", "rehearsal_world"]
 
 # Two releases, so that an upgrade in place can be rehearsed too.
 VERSIONS = ("2.320.0", "2.321.0")
@@ -43,6 +44,15 @@ def registrations(labels: tuple[str, ...] = ("bazel",), *, present: bool = True)
     return [
         {"scope": repo, "name": repo.split("/")[1], "labels": list(labels), "present": present} for repo in REPOSITORIES
     ]
+
+
+def operator_token(standins: Path) -> str:
+    """The token a deploy to a test host with stand-in secrets (``standins``) sends the API.
+
+    ``github_runner_token`` resolves there to the stand-in generated for that key, whatever
+    the reference: pass this as ``rehearsal_world``'s ``token``.
+    """
+    return resolve_secret("env:GITHUB_RUNNER_TOKEN", what="github_runner_token", standins=standins)
 
 
 @contextlib.contextmanager
