@@ -10,7 +10,8 @@ operator's loopback — with two repositories on the host, one runner each, and 
 - a second deploy changes nothing and asks for no token;
 - a label change is one PUT to the labels API, with no new registration and no restart;
 - a new release version is extracted in place, keeping the registration;
-- ``present: False`` deregisters both and leaves nothing behind.
+- a registration dropped from the list is deregistered (its slot carries the prefix);
+- ``present: False`` deregisters the rest and leaves nothing behind.
 
 They run in order (each starts from the state the one before left); at the end the layer's
 registrations are removed whatever happened, and the host is deployed with its own data again.
@@ -225,6 +226,19 @@ def test_a_new_version_is_extracted_in_place(runners: Runners) -> None:
         assert runners.remote(f"systemctl is-active {unit}").stdout.strip() == "active"
     assert [runner["id"] for runner in runners.api.runners()] == ids, "the upgrade registered again"
     assert runners.remote(f"ls {RUNNER_ROOT}/.releases").stdout.split() == [f"actions-runner-linux-x64-{older}.tar.gz"]
+
+
+def test_a_registration_dropped_from_the_list_is_deregistered(runners: Runners) -> None:
+    """A prefixed slot that no registration wants any more is an orphan: deregistered and removed."""
+    app_only = [item for item in registrations(("bazel", "big-disk")) if item["scope"] == REPOSITORIES[0]]
+    changed, _, output = runners.deploy("drop-lib", **runners.world.release_data(VERSIONS[0]),
+                                        github_runner_registrations=app_only)  # fmt: skip
+    assert changed > 0
+    assert f"Deregister {runners.names[1]}" in output
+    assert [runner["name"] for runner in runners.api.runners()] == [runners.names[0]]
+    assert runners.remote(f"test -e {RUNNER_ROOT}/{runners.names[1]}").returncode != 0
+    assert runners.remote(f"test -e /etc/systemd/system/{runners.units()[1]}").returncode != 0
+    assert runners.remote(f"systemctl is-active {runners.units()[0]}").stdout.strip() == "active"
 
 
 def test_present_false_leaves_nothing_behind(runners: Runners) -> None:
