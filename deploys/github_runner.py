@@ -48,7 +48,7 @@ import io
 import json
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -159,7 +159,6 @@ class Slot:
     remote: dict[str, Any] | None = None  # the API's runner object of this name
     local: SlotState | None = None
     token: str | None = None  # a registration or remove token, when one is needed
-    notes: list[str] = field(default_factory=list)
 
 
 def _fail(error: Exception) -> PyinfraError:
