@@ -46,15 +46,17 @@ Example:
 
 import io
 import json
+import logging
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pyinfra.api.deploy import deploy
-from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.exceptions import NestedOperationError, PyinfraError
 from pyinfra.api.facts import FactBase
 from pyinfra.context import host
 from pyinfra.facts.server import Arch
@@ -91,6 +93,7 @@ RELEASES = f"{RUNNER_ROOT}/.releases"
 TOKENS = f"{RUNNER_ROOT}/.tokens"
 RELEASE_MARK = ".runner-ctl-release"
 _ARCHES = {"x86_64": "x64", "aarch64": "arm64", "armv7l": "arm"}
+logger = logging.getLogger("pyinfra")
 _NOT_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -401,22 +404,29 @@ def _install(slot: Slot, settings: GitHubRunnerSettings, base: BaseLayerSettings
     )
 
 
-def _put_labels(settings: GitHubRunnerSettings, registration: GitHubRunnerRegistration, runner_id: int,
-                labels: list[str]) -> None:  # fmt: skip
+def _at_execution(what: str, settings: GitHubRunnerSettings, registration: GitHubRunnerRegistration | None,
+                  call: Callable[[RestClient], object]) -> None:  # fmt: skip
+    """An API call while operations run: a refusal is one red line and a failed operation, no traceback."""
     api = _Api(settings)
     try:
-        set_labels(api.client(registration), registration.scope, runner_id, labels)
+        call(api.client(registration))
+    except (RunnerCtlError, PyinfraError) as error:
+        host.log_styled(f"github_runner: {what}: {error}", fg="red", log_func=logger.error)
+        raise NestedOperationError(what) from None
     finally:
         api.close()
+
+
+def _put_labels(settings: GitHubRunnerSettings, registration: GitHubRunnerRegistration, runner_id: int,
+                labels: list[str]) -> None:  # fmt: skip
+    _at_execution(f"labels of runner {runner_id}", settings, registration,
+                  lambda client: set_labels(client, registration.scope, runner_id, labels))  # fmt: skip
 
 
 def _delete_remote(settings: GitHubRunnerSettings, registration: GitHubRunnerRegistration | None, scope: str,
                    runner_id: int) -> None:  # fmt: skip
-    api = _Api(settings)
-    try:
-        delete_runner(api.client(registration), scope, runner_id)
-    finally:
-        api.close()
+    _at_execution(f"deleting runner {runner_id}", settings, registration,
+                  lambda client: delete_runner(client, scope, runner_id))  # fmt: skip
 
 
 def _remove(slot: Slot, settings: GitHubRunnerSettings, base: BaseLayerSettings) -> None:

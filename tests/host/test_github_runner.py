@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from deploys.github_runner import unit_name
+from tests.standins.forge_api import Reply
 from tests.standins.github_api import GitHubStandIn
 from tests.standins.github_runner_rehearsal import (
     REPOSITORIES,
@@ -80,6 +81,13 @@ class Runners:
 
     def deploy(self, label: str, **overrides: Any) -> tuple[int, tuple[str, ...], str]:
         """Deploy the host's layers plus this one with the world's data and ``overrides``."""
+        done = self.run(label, **overrides)
+        assert done.returncode == 0, f"{label} failed (log {self.tmp / label}.log): {done.stderr[-3000:]}"
+        _, changed, errors, names = parse_results(json.loads(done.stdout))
+        assert errors == 0, names
+        return changed, names, done.stdout + done.stderr
+
+    def run(self, label: str, **overrides: Any) -> subprocess.CompletedProcess[str]:
         data = {
             **self.world.group_data,
             "layers": [*self.layers, "github_runner"],
@@ -92,10 +100,7 @@ class Runners:
         done = _pyinfra(self.test_host, PROJECT_ROOT / "deploys" / "runner_host.py", "--json", "--group-data",
                         str(group_data))  # fmt: skip
         (self.tmp / f"{label}.log").write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
-        assert done.returncode == 0, f"{label} failed (log {self.tmp / label}.log): {done.stderr[-3000:]}"
-        _, changed, errors, names = parse_results(json.loads(done.stdout))
-        assert errors == 0, names
-        return changed, names, done.stdout + done.stderr
+        return done
 
     def remote(self, command: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -197,6 +202,13 @@ def test_a_second_deploy_changes_nothing(runners: Runners) -> None:
 
 
 def test_a_label_change_goes_through_the_labels_api(runners: Runners) -> None:
+    # Refused first (the token lost its permission since the deploy read the runners): one line, no traceback.
+    runners.api.write_faults.append(Reply(403, {"message": "Resource not accessible by integration"}))
+    refused = runners.run("labels-refused", github_runner_registrations=registrations(("bazel", "big-disk")))
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert "Traceback" not in output
+    assert len([line for line in output.splitlines() if "HTTP 403" in line and "administration: write" in line]) == 1
     pids = [runners.remote(f"systemctl show -p MainPID --value {unit}").stdout.strip() for unit in runners.units()]
     before = len(runners.api.calls)
     changed, _, _ = runners.deploy("labels", github_runner_registrations=registrations(("bazel", "big-disk")))

@@ -37,6 +37,7 @@ import json
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,6 +110,7 @@ class GitHubStandIn(ForgeStandIn):
         self.scopes: dict[str, dict[int, dict[str, Any]]] = {f"/repos/{repo}": {}}
         self.runner_groups: dict[str, set[str]] = {}
         self.calls: list[tuple[str, str, Any]] = []
+        self.write_faults: deque[Reply] = deque()  # answers for the next POST/PUT/DELETE only
         self.issued: dict[str, _IssuedToken] = {}
         self._runner_ids = itertools.count(1)
         self._label_ids = itertools.count(1)
@@ -473,6 +475,7 @@ class GitHubStandIn(ForgeStandIn):
         else:
             with self.lock:
                 fault = self.faults.popleft() if self.faults else None
+                fault = fault or (self.write_faults.popleft() if self.write_faults else None)
             found = self._runner_route(path)
             if fault is not None:
                 reply = fault
