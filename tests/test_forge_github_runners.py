@@ -1,6 +1,12 @@
 """GitHub's self-hosted runner API client against the loopback stand-in (tests/standins/github_api.py)."""
 
+import io
+import json
+import os
+import subprocess
+import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +26,7 @@ from runner_ctl.forge.github_runners import (
     web_scope_url,
 )
 from runner_ctl.forge.rest import NotFoundError, RestClient
+from tests.standins.actions_runner_release import build_release
 from tests.standins.forge_api import Reply
 from tests.standins.github_api import GitHubStandIn
 
@@ -148,3 +155,44 @@ def test_an_unknown_scope_is_a_one_line_not_found(client: RestClient) -> None:
     with pytest.raises(NotFoundError, match="no 'nobody/nothing'") as error:
         list_runners(client, "nobody/nothing")
     assert "\n" not in str(error.value)
+
+
+def _unpack(tmp_path: Path) -> Path:
+    slot = tmp_path / "slot"
+    slot.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(build_release("2.321.0").data)) as archive:
+        archive.extractall(slot)  # noqa: S202 - the stand-in built just above
+    return slot
+
+
+def _config(slot: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # Root may run it only with RUNNER_ALLOW_RUNASROOT, as the real config.sh says.
+    full = {"PATH": os.environ["PATH"], "RUNNER_ALLOW_RUNASROOT": "1", **env}
+    return subprocess.run([str(slot / "config.sh"), *args], env=full, capture_output=True, text=True, timeout=60)
+
+
+def test_the_stand_in_runner_takes_its_token_from_the_environment_only(
+    github: GitHubStandIn, client: RestClient, tmp_path: Path
+) -> None:
+    slot = _unpack(tmp_path)
+    url = f"{github.url}/acme/app"
+    token = registration_token(client, "acme/app")
+    common = ("--unattended", "--url", url, "--name", "rc-h-1", "--labels", "bazel,big", "--work", str(tmp_path / "w"))
+    in_argv = _config(slot, *common, "--token", token, env={})
+    assert in_argv.returncode != 0 and "ACTIONS_RUNNER_INPUT_TOKEN" in in_argv.stderr
+    missing = _config(slot, *common, env={})
+    assert "Invalid configuration provided for token" in missing.stderr
+    # The variable's name is matched case-insensitively and its value trimmed, as the real runner does.
+    done = _config(slot, *common, "--replace", env={"actions_runner_input_Token": f" {token} "})
+    assert done.returncode == 0, done.stderr
+    runner = json.loads((slot / ".runner").read_text())
+    assert (runner["agentName"], runner["gitHubUrl"], runner["workFolder"]) == ("rc-h-1", url, str(tmp_path / "w"))
+    assert (slot / ".credentials").stat().st_mode & 0o777 == 0o600
+    [registered] = list_runners(client, "acme/app")
+    assert registered.labels == ("self-hosted", "Linux", "X64", "bazel", "big")
+    again = _config(slot, *common, env={"ACTIONS_RUNNER_INPUT_TOKEN": token})
+    assert "already configured" in again.stderr
+    removed = _config(slot, "remove", env={"ACTIONS_RUNNER_INPUT_TOKEN": remove_token(client, "acme/app")})
+    assert removed.returncode == 0, removed.stderr
+    assert list_runners(client, "acme/app") == []
+    assert not (slot / ".runner").exists() and not (slot / ".credentials").exists()

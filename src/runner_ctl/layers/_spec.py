@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["LayerSettings", "LayerSpec", "check_safe_path", "expected_form", "non_empty_tuple"]
+__all__ = ["LayerSettings", "LayerSpec", "check_download_url", "check_safe_path", "expected_form", "non_empty_tuple"]
 
 
 class LayerSettings(BaseModel):
@@ -61,3 +61,17 @@ _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]*$")
 def check_safe_path(value: str) -> None:
     if not _SAFE_PATH.fullmatch(value) or "/../" in f"{value}/":
         raise ValueError("whitespace, '..', quotes and shell metacharacters are not allowed in a path")
+
+
+# Placeholders a download URL may use; a mirror URL may drop either.
+_URL_FIELDS = re.compile(r"\{(version|arch)\}")
+
+
+def check_download_url(value: str) -> str:
+    """A release download URL template: http(s), one word, {version} and {arch} its only braces."""
+    if not re.fullmatch(r"https?://[^\s'\"\\]+", value):
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    leftover = _URL_FIELDS.sub("", value)
+    if "{" in leftover or "}" in leftover:
+        raise ValueError("only {version} and {arch} may appear in braces")
+    return value

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from runner_ctl.bazelflags import parse_version
-from runner_ctl.layers._spec import LayerSettings, LayerSpec
+from runner_ctl.layers._spec import LayerSettings, LayerSpec, check_download_url
 
 __all__ = [
     "APT_BAZEL_VERSION",
@@ -25,8 +25,6 @@ APT_BAZEL_VERSION = "4.2.3"
 # uname -m (pyinfra's Arch fact) → the architecture in Bazelisk's release asset names.
 BAZELISK_ARCHES: dict[str, str] = {"x86_64": "amd64", "aarch64": "arm64"}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# Placeholders the download URL may use; a mirror URL may drop either.
-_URL_FIELDS = re.compile(r"\{(version|arch)\}")
 
 # Test hosts cannot reach GitHub's release downloads, so they take Bazel from the local apt
 # repository (inventories/testhost.py and the host checks both apply this).
@@ -162,12 +160,7 @@ class BazelSettings(LayerSettings):
     @field_validator("bazel_bazelisk_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^\s'\"\\]+", value):
-            raise ValueError(f"not an http(s) URL: {value!r}")
-        leftover = _URL_FIELDS.sub("", value)
-        if "{" in leftover or "}" in leftover:
-            raise ValueError("only {version} and {arch} may appear in braces")
-        return value
+        return check_download_url(value)
 
     def bazelisk_url(self, arch: str) -> str:
         """The download URL for a host of architecture ``arch`` (uname -m)."""
