@@ -15,6 +15,7 @@ from deploys.base import base
 from deploys.bazel import bazel
 from deploys.buildbuddy import buildbuddy
 from deploys.deploy_lock import deploy_lock
+from deploys.gitlab_runner import gitlab_runner
 from runner_ctl.hostdata import available_layers
 from runner_ctl.layerkit import host_settings
 
@@ -26,5 +27,7 @@ if "bazel" in settings.layers:
     bazel()
 if "buildbuddy" in settings.layers:
     buildbuddy()
+if "gitlab_runner" in settings.layers:
+    gitlab_runner()
 if "deploy_lock" in settings.layers:
     deploy_lock()
