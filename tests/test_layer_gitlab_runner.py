@@ -13,16 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from deploys.gitlab_runner import pinned_keyring, render_config
 
 from runner_ctl.errors import ConfigError
+from runner_ctl.forge.gitlab_runners import gitlab_client, namespace_id
 from runner_ctl.hostdata import default_host_settings, validate_host_data
 from runner_ctl.layers.gitlab_runner import GITLAB_KEY_FINGERPRINT, GitLabRunnerSettings, package_version
 from tests.conftest import PROJECT_ROOT
 from tests.standins.forge_api import Reply
 from tests.standins.gitlab_api import GitLabStandIn
 from tests.standins.gitlab_runner_package import AptRepo, build_apt_repo, serve_apt_repo
+from tests.standins.gitlab_runner_rehearsal import rehearsal_world
 from tests.test_layer_buildbuddy import write_group_data
 from tests.test_layer_secrets import pyinfra_local
 
@@ -229,3 +232,15 @@ def test_a_dry_run_creates_no_runner_and_checks_the_key(gitlab: GitLabStandIn, r
         )
         one_error(tmp_path, data, {"RC_TEST_GITLAB_TOKEN": API_TOKEN}, "gitlab_runner_apt_key_url", "not the pinned")
     assert gitlab.calls_to("POST") == [] and gitlab.runners == {}
+
+
+def test_the_rehearsal_world_points_the_layer_at_working_stand_ins(tmp_path: Path) -> None:
+    with rehearsal_world("127.0.0.1", API_TOKEN, tmp_path) as world:
+        mine = validate_host_data(world.group_data).of(GitLabRunnerSettings)
+        assert len(mine.gitlab_runner_registrations) == 2 and "stand-in" in world.summary
+        key = httpx.get(mine.gitlab_runner_apt_key_url, timeout=30).content
+        assert pinned_keyring(key, mine.gitlab_runner_apt_key_fingerprint)
+        release = httpx.get(f"{mine.gitlab_runner_apt_repo}dists/bookworm/InRelease", timeout=30)
+        assert release.status_code == 200 and b"BEGIN PGP SIGNED MESSAGE" in release.content
+        with gitlab_client(mine.gitlab_runner_api_url, API_TOKEN, token_what="GITLAB_TOKEN") as api:  # noqa: S106
+            assert namespace_id(api, "project", "acme/tools") == 43

@@ -10,7 +10,8 @@ and held. The API token is the test host's stand-in secret for ``gitlab_runner_a
 In order: two registrations (two projects) are created and run as the runner user; no token
 is in any argv, journal line or world-readable file; a second deploy changes nothing; a tag
 change is one ``PUT /runners/:id`` and no new registration; ``present: False`` deletes both
-runners and leaves nothing on the host. The host is left as the default group data has it.
+runners and leaves nothing on the host. At the end the layer is deployed again with the
+settings the rehearsal used, so the host is as the rehearsal left it.
 """
 
 import json
@@ -28,6 +29,7 @@ from tests.test_deploy_safety import _pyinfra
 
 from runner_ctl.hostdata import HostSettings
 from runner_ctl.layers.base import BaseLayerSettings
+from runner_ctl.layers.gitlab_runner import GitLabRunnerSettings
 from runner_ctl.pyinfra_run import parse_results
 from runner_ctl.rehearse import standins_dir
 from runner_ctl.secretrefs import resolve_secret
@@ -61,11 +63,13 @@ class World:
     layers: list[str]
     workdir: Path
 
-    def deploy(self, label: str, registrations: list[dict[str, Any]] | None) -> tuple[int, tuple[str, ...]]:
-        """Deploy with these registrations (None: the default group data); (changed, their names)."""
+    def deploy(
+        self, label: str, registrations: list[dict[str, Any]] | None, restore: dict[str, Any] | None = None
+    ) -> tuple[int, tuple[str, ...]]:
+        """Deploy with these registrations (None: the layer's settings in ``restore``); (changed, their names)."""
         group_data = self.workdir / label
         group_data.mkdir()
-        data: dict[str, Any] = {"layers": self.layers}
+        data: dict[str, Any] = {"layers": self.layers, **(restore or {})}
         if registrations is not None:
             data.update(
                 gitlab_runner_registrations=registrations,
@@ -111,7 +115,8 @@ def world(
             made.deploy("deploy-two-runners", TWO)
             yield made
         finally:
-            made.deploy("deploy-default", None)
+            # As the rehearsal deployed it (its own stand-ins, if it wired any, are still up).
+            made.deploy("deploy-restore", None, settings.of(GitLabRunnerSettings).model_dump(mode="json"))
 
 
 def _runner(world: World, project_id: int) -> Any:
