@@ -401,6 +401,28 @@ def _exists(client: RestClient, runner_id: int) -> bool:
 # ---- what runs at execution (operator's machine and host) --------------------------------
 
 
+def _put_token(name: str, token: str) -> None:
+    put_secret(
+        name=f"Token of runner {name} (content not shown)",
+        content=token + "\n",
+        dest=f"{TOKENS}/{name}",
+        user="root",
+        group="root",
+        mode="600",
+    )
+
+
+def _put_state(state: dict[str, int]) -> None:
+    files.put(
+        name=f"Runner ids in {STATE}",
+        src=io.StringIO(json.dumps(state, sort_keys=True) + "\n"),
+        dest=STATE,
+        user="root",
+        group="root",
+        mode="644",
+    )
+
+
 def _apply_in_gitlab(plan: _Plan, state: dict[str, int]) -> None:
     """Creates, retags and deletes runners in GitLab (only when the deploy really runs, never with --dry)."""
     client = plan.client
@@ -425,26 +447,12 @@ def _apply_in_gitlab(plan: _Plan, state: dict[str, int]) -> None:
                     raise PyinfraError("the GitLab API created a runner whose token is not a glrt- token")
                 runner.id = created.id
                 state[runner.name] = created.id
-                put_secret(
-                    name=f"Token of the new runner {runner.name} (content not shown)",
-                    content=created.token + "\n",
-                    dest=f"{TOKENS}/{runner.name}",
-                    user="root",
-                    group="root",
-                    mode="600",
-                )
+                _put_token(runner.name, created.token)
             elif runner.retag and runner.id is not None:
                 set_tags(client, runner.id, runner.registration.tags)
     except RunnerCtlError as error:
         raise PyinfraError(str(error)) from None
-    files.put(
-        name=f"Runner ids in {STATE}",
-        src=io.StringIO(json.dumps(state, sort_keys=True) + "\n"),
-        dest=STATE,
-        user="root",
-        group="root",
-        mode="644",
-    )
+    _put_state(state)
 
 
 def _toml(value: str) -> str:
@@ -553,25 +561,11 @@ def _install(
         files.directory(name=path, path=path, user=user, group=user, mode="750")
     for runner in plan.present:
         if runner.token is not None:
-            put_secret(
-                name=f"Token of runner {runner.name} (content not shown)",
-                content=runner.token + "\n",
-                dest=f"{TOKENS}/{runner.name}",
-                user="root",
-                group="root",
-                mode="600",
-            )
+            _put_token(runner.name, runner.token)
     if plan.api_work:
         python.call(name="Create, retag or delete runners in GitLab", function=_apply_in_gitlab, plan=plan, state=state)
     else:
-        files.put(
-            name=f"Runner ids in {STATE}",
-            src=io.StringIO(json.dumps(state, sort_keys=True) + "\n"),
-            dest=STATE,
-            user="root",
-            group="root",
-            mode="644",
-        )
+        _put_state(state)
     for runner in plan.absent:
         files.file(name=f"Remove the token of {runner.name}", path=f"{TOKENS}/{runner.name}", present=False)
         files.directory(name=f"Remove {root}/builds/{runner.name}", path=f"{root}/builds/{runner.name}", present=False)
