@@ -27,4 +27,4 @@ SPECS: dict[str, LayerSpec] = {
 }
 
 # What `layers` defaults to: every layer a fresh checkout deploys.
-DEFAULT_LAYERS: tuple[str, ...] = ("base", "bazel", "buildbuddy", "deploy_lock")
+DEFAULT_LAYERS: tuple[str, ...] = LAYER_ORDER
