@@ -222,6 +222,20 @@ def test_an_api_refusal_is_one_line_before_the_host_changes(
     assert gitlab.calls_to("POST") == [] and gitlab.runners == {}
 
 
+def test_a_dry_run_plans_everything_but_creates_no_runner(gitlab: GitLabStandIn, repo: AptRepo, tmp_path: Path) -> None:
+    with serve_apt_repo(repo) as url:
+        data = api_data(
+            gitlab,
+            gitlab_runner_apt_repo=f"{url}/",
+            gitlab_runner_apt_key_url=f"{url}/gpg.key",
+            gitlab_runner_apt_key_fingerprint=repo.fingerprint,
+        )
+        code, output = dry_deploy(tmp_path, data, {"RC_TEST_GITLAB_TOKEN": API_TOKEN})
+    assert code == 0, output
+    assert gitlab.calls_to("GET", "/projects/acme%2Fapp")  # the plan looked the project up ...
+    assert gitlab.calls_to("POST") == [] and gitlab.runners == {}  # ... and left GitLab as it was
+
+
 def test_a_dry_run_creates_no_runner_and_checks_the_key(gitlab: GitLabStandIn, repo: AptRepo, tmp_path: Path) -> None:
     with serve_apt_repo(repo) as url:
         data = api_data(

@@ -32,7 +32,7 @@ from runner_ctl.layers.base import BaseLayerSettings
 from runner_ctl.layers.gitlab_runner import GitLabRunnerSettings
 from runner_ctl.pyinfra_run import parse_results
 from runner_ctl.rehearse import standins_dir
-from runner_ctl.secretrefs import resolve_secret
+from runner_ctl.secretrefs import _standin_name, resolve_secret  # the file a test host's stand-in secret is in
 from runner_ctl.testhost import DisposableHost
 
 pytestmark = pytest.mark.host
@@ -212,3 +212,28 @@ def test_present_false_deletes_the_runners_and_leaves_nothing_behind(
     assert "gitlab-runner" not in host.check_output("apt-mark showhold")
     again, names = world.deploy("deploy-absent-again", gone)
     assert again == 0, names
+
+
+def test_a_runner_made_in_gitlab_joins_through_its_token_reference(world: World, host: Any) -> None:
+    made = world.gitlab.add_runner("made in the UI", project="acme/app", tags=["old"], status="never_contacted")
+    # On a test host every reference resolves to its stand-in secret: make that the runner's token.
+    what = "gitlab_runner_registrations[1].token (env:…)"
+    standin = standins_dir(world.test_host) / _standin_name(what)
+    standin.parent.mkdir(parents=True, exist_ok=True)
+    standin.write_text(made.token + "\n")
+    created_before = len(world.gitlab.calls_to("POST", "/user/runners"))
+    joined = [{"project": "acme/app", "tags": ["bazel"], "name": "ui", "token": "env:RC_TEST_RUNNER_TOKEN"}]
+    world.deploy("deploy-token-reference", joined)
+    assert len(world.gitlab.calls_to("POST", "/user/runners")) == created_before  # no new registration
+    assert ("POST", "/api/v4/runners/verify", {"token": made.token}) in world.gitlab.calls_to("POST")
+    assert made.tags == ["bazel"]  # set through PUT /runners/:id
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and made.status != "online":
+        time.sleep(1)
+    assert made.status == "online"
+    assert host.service("gitlab-runner").is_running
+    again, names = world.deploy("deploy-token-reference-again", joined)
+    assert again == 0, names
+    world.deploy("deploy-token-reference-absent", [{**joined[0], "present": False}])
+    assert made.id not in world.gitlab.runners
+    assert not host.file("/etc/gitlab-runner").exists

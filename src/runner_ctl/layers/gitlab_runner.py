@@ -74,7 +74,11 @@ class GitLabRegistration(BaseModel):
     project: str | None = Field(None, description="the project's path (group/project) or numeric id")
     group: str | None = Field(None, description="the group's path or numeric id")
     instance: bool = Field(False, description="an instance runner (needs an admin's token)")
-    tags: tuple[str, ...] = Field((), description="the runner's tags; changed through the API, never re-registered")
+    tags: tuple[str, ...] = Field(
+        (),
+        description="the runner's tags, changed through the API (never re-registered); without "
+        "gitlab_runner_api_token a token-referenced runner keeps the tags GitLab has",
+    )
     run_untagged: bool = Field(False, description="also pick up jobs without tags")
     name: str | None = Field(None, description="a name part: <prefix><host>-<name>-1 instead of <prefix><host>-<n>")
     token: str | None = Field(
