@@ -65,6 +65,6 @@ def rehearsal_world(bind_host: str, token: str, workdir: Path) -> Iterator[Rehea
         }
         summary = (
             f"GitHub API ({api.url}, repositories {' and '.join(REPOSITORIES)}) and actions-runner {latest} "
-            "release: loopback stand-ins"
+            "release: stand-ins on this machine"
         )
         yield RehearsalWorld(group_data, summary, api, releases)

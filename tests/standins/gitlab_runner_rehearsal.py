@@ -55,7 +55,7 @@ def rehearsal_world(bind_host: str, token: str, workdir: Path) -> Iterator[Rehea
             },
             summary=(
                 f"GitLab API and gitlab-runner {STANDIN_VERSION} packages (signed apt repository, throwaway key "
-                f"{repo.fingerprint[-16:]}): loopback stand-ins"
+                f"{repo.fingerprint[-16:]}): stand-ins on this machine"
             ),
             gitlab=gitlab,
         )

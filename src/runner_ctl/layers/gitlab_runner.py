@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from runner_ctl.hostport import check_loopback
 from runner_ctl.layers._spec import LayerSettings, LayerSpec
 
 __all__ = [
@@ -301,12 +302,7 @@ class GitLabRunnerSettings(LayerSettings):
     @field_validator("gitlab_runner_listen_address")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ValueError(f"not HOST:PORT: {value!r}")
-        if host not in ("127.0.0.1", "[::1]", "localhost"):
-            raise ValueError(f"{host} is not a loopback address: metrics stay on the host")
-        return value
+        return check_loopback(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> "GitLabRunnerSettings":
