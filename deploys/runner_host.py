@@ -16,6 +16,7 @@ from deploys.bazel import bazel
 from deploys.buildbuddy import buildbuddy
 from deploys.deploy_lock import deploy_lock
 from deploys.github_runner import github_runner
+from deploys.gitlab_runner import gitlab_runner
 from runner_ctl.hostdata import available_layers
 from runner_ctl.layerkit import host_settings
 
@@ -29,5 +30,7 @@ if "buildbuddy" in settings.layers:
     buildbuddy()
 if "github_runner" in settings.layers:
     github_runner()
+if "gitlab_runner" in settings.layers:
+    gitlab_runner()
 if "deploy_lock" in settings.layers:
     deploy_lock()

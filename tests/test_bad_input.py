@@ -235,8 +235,14 @@ CASES = [
         "bump-proxy-malformed", bump("1.2.3"), {"HTTPS_PROXY": f"http://u:{SECRET}@[::1", "HTTP_PROXY": "http://[::1"}
     ),
     # ---- runners ----
-    Case("runners", ("runners",)),
     Case("runners-bad-subcommand", ("runners", "a\nb")),
+    Case("runners-list-no-forge", ("runners", "list")),
+    Case("runners-list-two-forges", ("runners", "list", "--github", "acme/app", "--gitlab", "acme/app")),
+    Case("runners-list-repo-malformed", ("runners", "list", "--github", "acme app")),
+    Case("runners-list-api-url-scheme", ("runners", "list", "--github", "acme/app", "--api-url", "ftp://127.0.0.1")),
+    Case("runners-list-no-token", ("runners", "list", "--github", "acme/app"), {"GITHUB_TOKEN": ""}),
+    Case("runners-prune-offline-for", ("runners", "prune", "--gitlab", "acme/app", "--offline-for", "5x")),
+    Case("runners-prune-empty-prefix", ("runners", "prune", "--github-org", "acme", "--prefix", "")),
 ]
 
 

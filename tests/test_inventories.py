@@ -149,7 +149,7 @@ def test_pyinfra_loads_production_hosts_with_group_data(tofu: Path) -> None:
     for name, expected in EXPECTED_PRODUCTION:
         assert {key: hosts[name][key] for key in expected} == expected
         # group_data/all.py applies to every host next to the per-host data.
-        assert hosts[name]["layers"] == ["base", "bazel", "buildbuddy", "deploy_lock"]
+        assert hosts[name]["layers"] == ["base", "bazel", "buildbuddy", "github_runner", "gitlab_runner", "deploy_lock"]
     assert len(tofu_calls(tofu)) == 1
 
 

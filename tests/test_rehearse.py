@@ -18,7 +18,7 @@ def test_rehearsal_passes_and_the_second_run_changes_nothing(rehearsal: dict[str
     assert rehearsal["ok"] is True, f"{rehearsal['failed_step']}: {rehearsal['error']}"
     assert rehearsal["exit_code"] == 0
     assert rehearsal["failed_step"] is None
-    assert rehearsal["layers"] == ["base", "bazel", "buildbuddy", "deploy_lock"]
+    assert rehearsal["layers"] == ["base", "bazel", "buildbuddy", "github_runner", "gitlab_runner", "deploy_lock"]
     first, second = rehearsal["first_run"], rehearsal["second_run"]
     assert first["operations"] > 0
     assert first["changed"] > 0  # a fresh host really was configured
@@ -27,6 +27,16 @@ def test_rehearsal_passes_and_the_second_run_changes_nothing(rehearsal: dict[str
     assert first["seconds"] > 0 and second["seconds"] > 0
     assert rehearsal["checks"]["failed"] == 0
     assert rehearsal["checks"]["passed"] >= 10
+
+
+def test_rehearsal_says_which_outside_services_were_stand_ins(rehearsal: dict[str, Any]) -> None:
+    """GitHub, GitLab and the runner releases are out of reach: the report names their stand-ins."""
+    standins = rehearsal["standins"]
+    assert len(standins) == 2, standins
+    assert "GitHub API" in standins[0] and "stand-in" in standins[0]
+    assert "GitLab API" in standins[1] and "stand-in" in standins[1]
+    for summary in standins:
+        assert f"stand-in: {summary}" in rehearsal["stderr"]
 
 
 def test_rehearsal_json_contract(rehearsal: dict[str, Any]) -> None:

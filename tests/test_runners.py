@@ -25,8 +25,8 @@ from tests.standins.github_api import GitHubStandIn
 from tests.standins.gitlab_api import GitLabStandIn
 
 HOUR = 3600.0
-# The sub-app on its own, so these tests do not depend on how cli.py mounts it.
-RUNNERS = "from runner_ctl.runners.command import runners_app; runners_app(prog_name='runner-ctl runners')"
+# The real entry point (as the console script runs it), in a child process.
+RUNNERS = "import sys; from runner_ctl.cli import main; sys.argv[0] = 'runner-ctl'; sys.argv[1:1] = ['runners']; main()"
 _DROPPED = ("GITHUB_TOKEN", "GITLAB_TOKEN", "RUNNER_CTL_STATE_DIR", "XDG_STATE_HOME")
 
 

@@ -10,7 +10,7 @@ change them here (all hosts) or per host in an inventory.
 
 # Layers deploys/runner_host.py applies, in this order: base, bazel, buildbuddy,
 # github_runner, gitlab_runner, deploy_lock. A layer's name is its file stem in deploys/.
-layers = ["base", "bazel", "buildbuddy", "deploy_lock"]
+layers = ["base", "bazel", "buildbuddy", "github_runner", "gitlab_runner", "deploy_lock"]
 
 # ---- base layer (deploys/base.py) -------------------------------------------------------
 # apt sources written to /etc/apt/sources.list. `runner-ctl rehearse` replaces them with the

@@ -1,7 +1,8 @@
 """The ``runner-ctl`` command line: assembles the command groups and handles what escapes them.
 
 Each group lives beside the library code it drives (``latency/command.py``, ``lock/command.py``,
-``serial_deploy/command.py``, ``testhost/command.py``, ``rehearse_command.py``, ``tools_command.py``).
+``runners/command.py``, ``serial_deploy/command.py``, ``testhost/command.py``, ``rehearse_command.py``,
+``tools_command.py``).
 """
 
 import signal
@@ -12,11 +13,12 @@ from typing import Annotated
 import typer
 
 from runner_ctl import __version__
-from runner_ctl.clikit import fail, print_error
+from runner_ctl.clikit import print_error
 from runner_ctl.errors import RunnerCtlError
 from runner_ctl.latency.command import latency_app
 from runner_ctl.lock.command import lock_app
 from runner_ctl.rehearse_command import rehearse_command
+from runner_ctl.runners.command import runners_app
 from runner_ctl.serial_deploy.command import deploy_app
 from runner_ctl.testhost.command import testhost_app
 from runner_ctl.tools_command import tools_app
@@ -30,7 +32,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-runners_app = typer.Typer(help="CI runner registration on the runner host.")
 app.command("rehearse")(rehearse_command)
 app.add_typer(testhost_app, name="testhost")
 app.add_typer(deploy_app, name="deploy")
@@ -47,11 +48,6 @@ def _root(
     if version:
         print(__version__)
         raise typer.Exit(0)
-
-
-@runners_app.callback(invoke_without_command=True)
-def _runners() -> None:
-    fail("'runner-ctl runners' is not built yet", 2)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

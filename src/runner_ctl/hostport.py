@@ -3,7 +3,7 @@
 import ipaddress
 import re
 
-__all__ = ["split_host_port"]
+__all__ = ["check_loopback", "split_host_port"]
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -27,3 +27,15 @@ def split_host_port(text: str) -> tuple[str, int]:
         if bracketed or not _HOSTNAME.match(host):
             raise ValueError(f"not an IP address ([::1] for IPv6) or a host name: {host!r}") from None
     return host, int(port_text)
+
+
+def check_loopback(text: str) -> str:
+    """``text`` itself when it is HOST:PORT with HOST a loopback address or ``localhost``; else a ValueError."""
+    host, _ = split_host_port(text)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ValueError(f"{host} is not a loopback address")
+    return text

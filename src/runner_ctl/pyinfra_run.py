@@ -64,9 +64,14 @@ def run_deploy(
     log_path: Path,
     label: str,
     timeout: float = 3600,
+    group_data: Path | None = None,
 ) -> DeployRun:
-    """Run ``pyinfra -y --json INVENTORY DEPLOY`` from the project root; raise on any failure."""
-    argv = [sys.executable, "-m", "pyinfra", "-y", "--json", str(inventory), str(deploy)]
+    """Run ``pyinfra -y --json INVENTORY DEPLOY`` from the project root; raise on any failure.
+
+    ``group_data``: a further group data directory, whose keys override the inventory's.
+    """
+    extra = ["--group-data", str(group_data)] if group_data else []
+    argv = [sys.executable, "-m", "pyinfra", "-y", "--json", *extra, str(inventory), str(deploy)]
     child_env = {**os.environ, **env, "PYINFRA_PROGRESS": "off"}
     done, seconds = run_timed(argv, what=f"{label}: pyinfra", cwd=project_root, env=child_env, timeout=timeout)
     log_path.parent.mkdir(parents=True, exist_ok=True)

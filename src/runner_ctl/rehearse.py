@@ -5,14 +5,22 @@ Steps, each named in the report when it fails:
 1. validate  - group data, before any host is touched
 2. boot      - a fresh test host
 3. first deploy  - the pyinfra deploy, with production's group data plus the test host's
-   connection data and local apt source
+   connection data and local apt source; for the layers whose outside world cannot be reached
+   from here (GitHub's and GitLab's APIs, the runner releases and packages), the checkout's
+   stand-ins in tests/standins/ are started on the controller's address and the group data
+   points those layers at them, each said in the report (``standins``)
 4. host checks   - tests/host (testinfra over SSH)
 5. second deploy - the same deploy again; pyinfra must report zero changed operations
 6. teardown  - unless kept
 """
 
+import contextlib
+import importlib
 import importlib.util
 import json
+import os
+import secrets
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +38,7 @@ from runner_ctl.hostdata import (
 )
 from runner_ctl.paths import cache_dir, is_project_root
 from runner_ctl.pyinfra_run import DeployRun, run_deploy
-from runner_ctl.secretrefs import resolve_lock_secrets
+from runner_ctl.secretrefs import resolve_lock_secrets, resolve_secret
 from runner_ctl.testhost import (
     APT_SOURCE_LINE,
     VOLUME_DEVICE,
@@ -57,6 +65,14 @@ HOST_DATA_FILE = "host-data.json"
 REAL_SECRETS_ENV = "RUNNER_CTL_REAL_SECRETS"
 # The rehearsal host's stand-in for the production cache volume (a sparse file: little disk).
 REHEARSAL_VOLUME_MB = 512
+# Layers whose outside world a rehearsal replaces with the checkout's stand-ins
+# (tests/standins/<layer>_rehearsal.py), and the key of the API token each one uses.
+STANDIN_WORLDS: dict[str, str] = {
+    "github_runner": "github_runner_token",
+    "gitlab_runner": "gitlab_runner_api_token",
+}
+# In the test host's directory: the group data that points those layers at their stand-ins.
+STANDIN_GROUP_DATA = "standin-group-data"
 
 Progress = Callable[[str], None]
 
@@ -73,6 +89,7 @@ class RehearsalReport:
     failed_step: str | None = None
     error: str | None = None
     logs: str | None = None
+    standins: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The ``rehearse --json`` contract (plus host, failed_step, error and logs)."""
@@ -88,6 +105,7 @@ class RehearsalReport:
             "failed_step": self.failed_step,
             "error": self.error,
             "logs": self.logs,
+            "standins": self.standins,
         }
 
 
@@ -109,13 +127,70 @@ def resolve_deploy(deploy: Path | None, project_root: Path) -> tuple[Path, Path]
     return root, path
 
 
-def load_settings(project_root: Path) -> HostSettings:
-    """Production's group data with the test host's apt source, validated."""
+def load_settings(project_root: Path, standin_data: dict[str, Any] | None = None) -> HostSettings:
+    """Production's group data with the test host's apt source (and ``standin_data``), validated."""
     data = load_group_data(project_root / "inventories" / "group_data")
     data["apt_sources"] = [APT_SOURCE_LINE]
     # Production hosts keep their caches on a DigitalOcean volume; so does the test host.
     data["data_device"] = VOLUME_DEVICE
+    data.update(standin_data or {})
     return validate_host_data(data, available=available_layers(project_root), origin="inventories/group_data")
+
+
+def _standin_module(project_root: Path, layer: str) -> Any:
+    name = f"tests.standins.{layer}_rehearsal"
+    if not (project_root / "tests" / "standins" / f"{layer}_rehearsal.py").is_file():
+        raise PrerequisiteError(
+            f"the {layer} layer is rehearsed against the stand-ins in tests/standins/, which this checkout lacks; "
+            f"take {layer} out of `layers` or rehearse from a full checkout"
+        )
+    if str(project_root) not in sys.path:
+        sys.path.insert(0, str(project_root))
+    return importlib.import_module(name)
+
+
+def start_standin_worlds(
+    stack: contextlib.ExitStack,
+    *,
+    project_root: Path,
+    layers: tuple[str, ...],
+    host: DisposableHost,
+    real_secrets: bool,
+) -> tuple[dict[str, Any], list[str]]:
+    """Start the stand-ins of every layer in ``STANDIN_WORLDS`` that is deployed; (group data, summaries).
+
+    Each stand-in API accepts one token, which the group data names by a file reference in the
+    host's directory. With stand-in secrets that file holds the very stand-in the deploy resolves
+    every reference to, so both ways of rehearsing give the stand-in the token it expects.
+    """
+    data: dict[str, Any] = {}
+    summaries: list[str] = []
+    for layer, token_key in STANDIN_WORLDS.items():
+        if layer not in layers:
+            continue
+        module = _standin_module(project_root, layer)
+        workdir = Path(host.directory) / "standins" / layer
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        token_file = workdir / "api-token"
+        token_ref = f"file:{token_file}"
+        token = secrets.token_hex(20) if real_secrets else ""
+        if not real_secrets:
+            token = resolve_secret(token_ref, what=token_key, standins=standins_dir(host))
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        world = stack.enter_context(module.rehearsal_world(host.controller_address, token, workdir))
+        data.update(world.group_data)
+        data[token_key] = token_ref
+        summaries.append(world.summary)
+    return data, summaries
+
+
+def write_group_data(directory: Path, data: dict[str, Any]) -> Path:
+    """``data`` as a pyinfra group data directory (``all.py``) that ``--group-data`` loads."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "all.py").write_text("".join(f"{key} = {value!r}\n" for key, value in data.items()))
+    return directory
 
 
 def rehearse(
@@ -145,6 +220,7 @@ def rehearse(
     report = RehearsalReport(layers=list(settings.layers))
     step = "boot"
     host: DisposableHost | None = None
+    stack = contextlib.ExitStack()
     try:
         progress("booting a disposable Debian 12 test host")
         host = boot_host(volume_mb=REHEARSAL_VOLUME_MB)
@@ -152,6 +228,14 @@ def rehearse(
         logs = cache_dir() / "rehearse" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{host.name}"
         logs.mkdir(parents=True, exist_ok=True)
         report.logs = str(logs)
+        step = "stand-ins"
+        standin_data, report.standins = start_standin_worlds(
+            stack, project_root=root, layers=settings.layers, host=host, real_secrets=real_secrets
+        )
+        for summary in report.standins:
+            progress(f"stand-in: {summary}")
+        settings = load_settings(root, standin_data)
+        group_data = write_group_data(Path(host.directory) / STANDIN_GROUP_DATA, standin_data)
         (Path(host.directory) / HOST_DATA_FILE).write_text(json.dumps(settings.dump()))
 
         def deploy_once(label: str) -> DeployRun:
@@ -162,6 +246,7 @@ def rehearse(
                 env={"RUNNER_CTL_TESTHOST": host_name, REAL_SECRETS_ENV: "1" if real_secrets else "0"},
                 log_path=logs / f"{label.replace(' ', '-')}.log",
                 label=label,
+                group_data=group_data,
             )
 
         step = "first deploy"
@@ -190,6 +275,7 @@ def rehearse(
         report.failed_step = step
         report.error = error.message
     finally:
+        stack.close()  # the stand-ins stop before the host goes
         if host is not None and not keep:
             progress(f"tearing down {host.name}")
             try:

@@ -30,6 +30,8 @@ def _render_report(report: RehearsalReport, console: Console) -> None:
         else:
             table.add_row(label, str(run.operations), str(run.changed), f"{run.seconds:.1f}")
     console.print(f"layers: {', '.join(report.layers)}", markup=False)
+    for summary in report.standins:
+        console.print(f"stand-in: {summary}", markup=False)
     console.print(table)
     if report.checks:
         console.print(

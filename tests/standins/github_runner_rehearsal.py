@@ -74,7 +74,7 @@ def rehearsal_world(bind_host: str, token: str, workdir: Path) -> Iterator[Rehea
             "github_runner_sha256": build_release(latest).sha256,
         }
         summary = (
-            f"github_runner: GitHub REST API ({api.url}, repositories {' and '.join(REPOSITORIES)}) and the "
-            f"actions-runner {latest} release are stand-ins, not GitHub"
+            f"GitHub API ({api.url}, repositories {' and '.join(REPOSITORIES)}) and actions-runner {latest} "
+            "release: stand-ins on this machine"
         )
         yield RehearsalWorld(group_data, summary, api, releases)

@@ -4,7 +4,7 @@ To add a layer: a module here with its settings model and ``SPEC``, one entry in
 its deploy in ``deploys/<name>.py``, one line in ``deploys/runner_host.py``.
 """
 
-from runner_ctl.layers import base, bazel, buildbuddy, deploy_lock, github_runner
+from runner_ctl.layers import base, bazel, buildbuddy, deploy_lock, github_runner, gitlab_runner
 from runner_ctl.layers._spec import LayerSettings, LayerSpec, expected_form
 
 __all__ = ["DEFAULT_LAYERS", "LAYER_ORDER", "SPECS", "LayerSettings", "LayerSpec", "expected_form"]
@@ -22,8 +22,9 @@ LAYER_ORDER: tuple[str, ...] = (
 
 # The layers that have a spec, in canonical order.
 SPECS: dict[str, LayerSpec] = {
-    spec.name: spec for spec in (base.SPEC, bazel.SPEC, buildbuddy.SPEC, github_runner.SPEC, deploy_lock.SPEC)
+    spec.name: spec
+    for spec in (base.SPEC, bazel.SPEC, buildbuddy.SPEC, github_runner.SPEC, gitlab_runner.SPEC, deploy_lock.SPEC)
 }
 
 # What `layers` defaults to: every layer a fresh checkout deploys.
-DEFAULT_LAYERS: tuple[str, ...] = ("base", "bazel", "buildbuddy", "deploy_lock")
+DEFAULT_LAYERS: tuple[str, ...] = LAYER_ORDER

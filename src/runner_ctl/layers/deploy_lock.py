@@ -1,11 +1,10 @@
 """The deploy lock layer's spec (``deploys/deploy_lock.py``): runner-ctl's lock service and its tokens."""
 
-import ipaddress
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runner_ctl.hostport import split_host_port
+from runner_ctl.hostport import check_loopback
 from runner_ctl.layers._spec import LayerSettings, LayerSpec, non_empty_tuple
 
 __all__ = ["SPEC", "DeployLockSettings", "LockToken"]
@@ -47,14 +46,7 @@ class DeployLockSettings(LayerSettings):
     @field_validator("deploy_lock_listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, _ = split_host_port(value)
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if not loopback:
-            raise ValueError(f"{host} is not a loopback address")
-        return value
+        return check_loopback(value)
 
     @field_validator("deploy_lock_tokens", mode="before")
     @classmethod
