@@ -15,6 +15,8 @@ operator's loopback — with two repositories on the host, one runner each, and 
 
 They run in order (each starts from the state the one before left); at the end the layer's
 registrations are removed whatever happened, and the host is deployed with its own data again.
+Every deploy here carries the host's saved data for the other layers, so they (and runners a
+rehearsal registered through its stand-ins) stay as they were.
 Their runners carry a prefix of their own (``rct-``), so runners a rehearsal registered with
 the default prefix are neither touched nor pruned by them.
 """
@@ -43,7 +45,7 @@ from tests.test_deploy_safety import _pyinfra
 
 from runner_ctl.hostdata import HostSettings
 from runner_ctl.layers.base import BaseLayerSettings
-from runner_ctl.layers.github_runner import RUNNER_ROOT, GitHubRunnerSettings
+from runner_ctl.layers.github_runner import RUNNER_ROOT
 from runner_ctl.pyinfra_run import parse_results
 from runner_ctl.rehearse import standins_dir
 from runner_ctl.testhost import DisposableHost
@@ -69,7 +71,7 @@ class Runners:
     world: RehearsalWorld
     runner_user: str
     data_dir: str
-    layers: list[str]
+    saved: dict[str, Any]  # every key as the host was deployed (a rehearsal's stand-in data included)
     tmp: Path
     names: list[str]
     operator_token: str
@@ -88,9 +90,11 @@ class Runners:
         return changed, names, done.stdout + done.stderr
 
     def run(self, label: str, **overrides: Any) -> subprocess.CompletedProcess[str]:
+        # The other layers keep the data they were deployed with (their stand-ins' too).
         data = {
+            **self.saved,
             **self.world.group_data,
-            "layers": [*self.layers, "github_runner"],
+            "layers": [*self.saved["layers"], "github_runner"],
             "github_runner_name_prefix": PREFIX,
             **overrides,
         }
@@ -122,18 +126,16 @@ def runners(
     tmp = tmp_path_factory.mktemp("github-runner")
     with rehearsal_world(test_host.controller_address, token, tmp) as world:
         names = [f"{PREFIX}{test_host.name}-{repo.split('/')[1]}-1" for repo in REPOSITORIES]
-        state = Runners(test_host, world, base.runner_user, base.data_dir, list(settings.layers), tmp, names, token, [])
+        state = Runners(test_host, world, base.runner_user, base.data_dir, settings.dump(), tmp, names, token, [])
         state.slots_before = state.remote(f"ls -A {RUNNER_ROOT} 2>/dev/null || true").stdout.split()
         try:
             yield state
         finally:
             state.deploy("cleanup", github_runner_registrations=registrations(present=False))
-            # The host's own data for this layer (a rehearsal's registrations, if any) and its layers.
-            saved = settings.dump()
-            own = {key: saved[key] for key in ("layers", *GitHubRunnerSettings.model_fields)}
+            # The host as it was deployed: this layer's own registrations (a rehearsal's) included.
             restore = tmp / "restore"
             restore.mkdir()
-            (restore / "all.py").write_text("".join(f"{key} = {value!r}\n" for key, value in own.items()))
+            (restore / "all.py").write_text("".join(f"{key} = {value!r}\n" for key, value in state.saved.items()))
             _pyinfra(test_host, PROJECT_ROOT / "deploys" / "runner_host.py", "--group-data", str(restore))
 
 
