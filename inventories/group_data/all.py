@@ -131,6 +131,57 @@ buildbuddy_download_outputs = "toplevel"
 # --build_metadata pairs sent with every invocation; ROLE=CI marks CI builds in BuildBuddy.
 buildbuddy_build_metadata = {"ROLE": "CI"}
 
+# ---- GitHub Actions runner layer (deploys/github_runner.py) -------------------------------
+# Self-hosted runners, one systemd unit per slot, registered from the operator's machine.
+# Nothing is installed while the list is empty. Each registration: scope ("OWNER/REPO",
+# "ORG" or "enterprise:SLUG"), and optionally runner_group (organizations), slots (1),
+# labels, name, present (False deregisters) and token (a reference of its own), e.g.
+#   github_runner_registrations = [{"scope": "acme/app", "slots": 2, "labels": ["bazel"]}]
+github_runner_registrations = []
+# A PAT or GitHub App installation token as a secret reference (administration: write on a
+# repository, organization_self_hosted_runners: write on an organization); used on the
+# operator's machine only, for registration/remove tokens and label changes.
+github_runner_token = None
+# https://api.github.com, or a GitHub Enterprise Server's https://HOST/api/v3.
+github_runner_api_url = "https://api.github.com"
+# The actions/runner release, pinned: version X.Y.Z and the sha256 of
+# actions-runner-linux-<arch>-<version>.tar.gz from the release notes (both required once a
+# registration is present); the download URL may point at a mirror.
+github_runner_version = None
+github_runner_sha256 = None
+github_runner_arch = "x64"
+github_runner_download_url = (
+    "https://github.com/actions/runner/releases/download/v{version}/actions-runner-linux-{arch}-{version}.tar.gz"
+)
+# Runner names are <prefix><host>-<n>; `runner-ctl runners prune` deletes only names with it.
+github_runner_name_prefix = "rc-"
+
+# ---- GitLab runner layer (deploys/gitlab_runner.py) ----------------------------------------
+# gitlab-runner from GitLab's apt repository (key pinned by fingerprint, version pinned and
+# held), the shell executor, one [[runners]] per registration. Nothing is installed while the
+# list is empty. Each registration: "project": PATH, "group": PATH or "instance": True, with
+# tags, and optionally name, run_untagged, present (False deletes it in GitLab) and token (a
+# glrt- runner token reference; without one the runner is created through the API), e.g.
+#   gitlab_runner_registrations = [{"project": "acme/app", "tags": ["bazel", "linux"]}]
+gitlab_runner_registrations = []
+gitlab_runner_api_url = "https://gitlab.com/api/v4"
+# A token with the create_runner and manage_runner scopes, as a secret reference; used on the
+# operator's machine only.
+gitlab_runner_api_token = None
+gitlab_runner_version = "17.7.1"
+gitlab_runner_apt_repo = "https://packages.gitlab.com/runner/gitlab-runner/debian/"
+gitlab_runner_apt_key_url = "https://packages.gitlab.com/gpg.key"
+gitlab_runner_apt_key_fingerprint = "F6403F6544A38863DAA0B6E03F01618A51312F3F"
+gitlab_runner_name_prefix = "rc-"
+# config.toml: jobs at once over all runners, seconds between job requests, every job's
+# environment (no secrets here), the loopback metrics address.
+gitlab_runner_concurrent = 1
+gitlab_runner_check_interval = 3
+gitlab_runner_environment = {}
+gitlab_runner_listen_address = "127.0.0.1:9252"
+# Seconds a stop or restart waits for running jobs (SIGQUIT, then TimeoutStopSec).
+gitlab_runner_stop_timeout = 7200
+
 # ---- deploy lock layer (deploys/deploy_lock.py) -------------------------------------------
 # Where runner-ctl-lockd listens: loopback only. CI jobs on the host use it directly;
 # operators use `runner-ctl deploy --via-ssh HOST`.
