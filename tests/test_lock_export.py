@@ -338,3 +338,17 @@ def test_a_database_from_before_secret_hashes_exports_at_the_current_schema(tmp_
     [request] = document["tables"]["requests"]
     assert request["secret_hash"] is None and request["state"] == RequestState.QUEUED
     assert request["lease_ttl"] == 30.0
+
+
+def test_import_refuses_a_fifo_and_a_file_that_is_no_database(tmp_path: Path, exported: Path) -> None:
+    fifo = tmp_path / "export.fifo"
+    os.mkfifo(fifo)
+    # Refused without opening it: nothing would ever write to it, and the CLI must not wait.
+    done = runner_ctl("lock", "import", "--db", str(tmp_path / "lock.db"), str(fifo), timeout=60)
+    assert_one_line_error(done, f"{fifo} is not a regular file")
+    assert not (tmp_path / "lock.db").exists()
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("x" * 4096)
+    done = runner_ctl("lock", "import", "--db", str(not_a_db), str(exported))
+    assert_one_line_error(done, f"cannot open the lock database {not_a_db}")
+    assert not_a_db.read_text() == "x" * 4096

@@ -100,6 +100,9 @@ def write_export(text: str, output: str) -> None:
 def read_export(source: str) -> Any:
     """The parsed document in ``source`` (a file, or ``-`` for stdin)."""
     where = "standard input" if source == "-" else source
+    if source != "-" and Path(source).exists() and not Path(source).is_file():
+        # A FIFO or a device would be opened and waited on; a directory cannot be read.
+        raise UsageError(f"{source} is not a regular file; give the file `runner-ctl lock export` wrote")
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except FileNotFoundError:
