@@ -17,7 +17,7 @@ import os
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +138,19 @@ def _type_problem(column: Column, value: object) -> str | None:
     return None
 
 
+def _exact_keys(found: dict[str, Any], expected: Sequence[str], at: str, what: str = "keys") -> None:
+    """``found`` has every one of ``expected`` and nothing else."""
+    missing = [key for key in expected if key not in found]
+    if missing:
+        raise ConfigError(f"{at} lacks {', '.join(missing)} (a partial export?)")
+    unknown = sorted(set(found) - set(expected))
+    if unknown:
+        raise ConfigError(f"{at} has unknown {what} {', '.join(unknown)}")
+
+
 def _rows(tables: dict[str, Any], table: str, where: str) -> list[dict[str, Any]]:
     """``tables[table]``: a list of objects with exactly the table's columns, each of its type."""
     columns = table_columns()[table]
-    names = {column.name for column in columns}
     rows = tables[table]
     if not isinstance(rows, list):
         raise ConfigError(f"{where}: tables.{table} is not a list of rows")
@@ -149,12 +158,7 @@ def _rows(tables: dict[str, Any], table: str, where: str) -> list[dict[str, Any]
         at = f"{where}: tables.{table}[{index}]"
         if not isinstance(row, dict):
             raise ConfigError(f"{at} is not an object")
-        missing = [column.name for column in columns if column.name not in row]
-        if missing:
-            raise ConfigError(f"{at} lacks {', '.join(missing)} (a partial export?)")
-        unknown = sorted(set(row) - names)
-        if unknown:
-            raise ConfigError(f"{at} has unknown keys {', '.join(unknown)}")
+        _exact_keys(row, [column.name for column in columns], at)
         for column in columns:
             problem = _type_problem(column, row[column.name])
             if problem:
@@ -212,12 +216,7 @@ def check_export(document: object, where: str) -> tuple[dict[str, list[dict[str,
         raise ConfigError(f"{where} is not a lock export: not a JSON object")
     if document.get("format") != FORMAT:
         raise ConfigError(f"{where} is not a lock export: format is not {FORMAT!r}")
-    missing = [key for key in TOP_KEYS if key not in document]
-    if missing:
-        raise ConfigError(f"{where}: the export lacks {', '.join(missing)} (a partial export?)")
-    unknown = sorted(set(document) - set(TOP_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: the export has unknown keys {', '.join(unknown)}")
+    _exact_keys(document, TOP_KEYS, f"{where}: the export")
     if document["format_version"] != FORMAT_VERSION or isinstance(document["format_version"], bool):
         raise ConfigError(
             f"{where}: format_version is not {FORMAT_VERSION}, the one this runner-ctl reads; "
@@ -237,12 +236,7 @@ def check_export(document: object, where: str) -> tuple[dict[str, list[dict[str,
     tables = document["tables"]
     if not isinstance(tables, dict):
         raise ConfigError(f"{where}: tables is not an object")
-    missing = [table for table in TABLES if table not in tables]
-    if missing:
-        raise ConfigError(f"{where}: tables lacks {', '.join(missing)} (a partial export?)")
-    unknown = sorted(set(tables) - set(TABLES))
-    if unknown:
-        raise ConfigError(f"{where}: tables has unknown tables {', '.join(unknown)}")
+    _exact_keys(tables, TABLES, f"{where}: tables", "tables")
     checked = {table: _rows(tables, table, where) for table in TABLES}
     _check_consistency(checked, sequences, where)
     return checked, sequences
