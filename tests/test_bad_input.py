@@ -183,6 +183,13 @@ CASES = [
     ),
     Case("serve-listen-empty", serve("--token-file", "{tokens}", "--listen", "")),
     Case("serve-listen-port-huge", serve("--token-file", "{tokens}", "--listen", f"127.0.0.1:{10**20}")),
+    # ---- lock export / import ----
+    Case("export-db-missing", ("lock", "export", "--db", "{tmp}/no-such.db", "--output", "{tmp}/export.json")),
+    Case("export-db-not-a-database", ("lock", "export", "--db", "{tokens}", "--output", "{tmp}/export.json")),
+    Case("import-fifo", ("lock", "import", "--db", "{tmp}/imported.db", "{fifo}")),
+    Case("import-not-utf8", ("lock", "import", "--db", "{tmp}/imported.db", "{not_utf8}")),
+    Case("import-not-json", ("lock", "import", "--db", "{tmp}/imported.db", "{tokens}")),
+    Case("import-directory", ("lock", "import", "--db", "{tmp}/imported.db", "{tmp}")),
     # ---- latency report ----
     Case("latency-since-calendar-end", report("--since", "9999-12-31T23:59:59-14:00")),
     Case("latency-since-calendar-start", report("--since", "0001-01-01T00:00:00+14:00")),

@@ -195,8 +195,12 @@ def test_production_with_an_empty_runner_list_says_apply_first(
         ({"ssh_hostname": ""}, "pyinfra_inventory[1]: ssh_hostname = '' is invalid"),
         ({"name": "runner-ctl-1"}, "two runner hosts are named 'runner-ctl-1'"),
         ({"name": "bad name"}, "pyinfra_inventory[1]: name = 'bad name' is invalid"),
+        # The public address where the VPC one belongs: the lock channel would leave the VPC.
+        ({"private_ipv4": "203.0.113.11"}, "pyinfra_inventory[1]: private_ipv4 = '203.0.113.11' is not a private"),
+        ({"private_ipv4": "10.114.0"}, "pyinfra_inventory[1]: private_ipv4 = '10.114.0' is not a private IPv4"),
+        ({"private_ipv4": "10.114.0.2"}, "'runner-ctl-1' and 'runner-ctl-2' share private_ipv4 '10.114.0.2'"),
     ],
-    ids=["volume-device", "ssh-hostname", "duplicate-name", "name"],
+    ids=["volume-device", "ssh-hostname", "duplicate-name", "name", "public-as-private", "malformed", "shared"],
 )
 def test_production_refuses_a_bad_runner_entry_in_one_line(
     tofu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: dict[str, str], needle: str
@@ -368,6 +372,33 @@ def test_digitalocean_unreachable_api_fails_in_one_line(tmp_path: Path) -> None:
 def test_digitalocean_refuses_an_ambiguous_cache_volume(api: DigitalOceanApi) -> None:
     api.volumes[2]["tags"] = ["runner-ctl"]  # now both of runner-ctl-2's volumes carry the tag
     with pytest.raises(ConfigError, match=r"droplet runner-ctl-2: several volumes tagged 'runner-ctl'"):
+        discover_droplet_hosts(TOKEN, "runner-ctl", end_point=api.end_point)
+
+
+def test_production_host_data_carries_each_private_ipv4_or_none(
+    tofu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """private_ipv4 is per host: null in the output (a droplet outside any VPC) leaves the key out."""
+    document = json.loads(RECORDED_OUTPUT.read_text())
+    document["pyinfra_inventory"]["value"][1]["private_ipv4"] = None
+    recorded = tmp_path / "output.json"
+    recorded.write_text(json.dumps(document))
+    hosts = dict(load_inventory("production.py", tofu_env(tofu, document=recorded), monkeypatch))
+    assert hosts["runner-ctl-1"]["private_ipv4"] == "10.114.0.2"
+    assert "private_ipv4" not in hosts["runner-ctl-2"]
+
+
+def test_digitalocean_takes_private_ipv4_from_the_private_network_entry(api: DigitalOceanApi) -> None:
+    # The private entry comes first in networks.v4 (as the real API lists it); a droplet without
+    # one gets no private_ipv4 rather than its public address.
+    api.droplets[2] = droplet(102, "runner-ctl-3", "203.0.113.12", None, tags=["runner-ctl"], volume_ids=[])
+    hosts = dict(runner_hosts_group(discover_droplet_hosts(TOKEN, "runner-ctl", end_point=api.end_point)))
+    assert [hosts[name].get("private_ipv4") for name in sorted(hosts)] == ["10.114.0.2", "10.114.0.3", None]
+
+
+def test_digitalocean_refuses_a_public_address_typed_private(api: DigitalOceanApi) -> None:
+    api.droplets[0]["networks"]["v4"][0]["ip_address"] = "198.51.100.7"
+    with pytest.raises(ConfigError, match=r"droplet runner-ctl-2: private_ipv4 = '198.51.100.7' is not a private"):
         discover_droplet_hosts(TOKEN, "runner-ctl", end_point=api.end_point)
 
 

@@ -2,7 +2,9 @@
 
 No OpenTofu binary can be downloaded here, so nothing runs ``tofu validate`` or ``tofu plan``
 (tofu/README.md says so). These checks stand in for a reviewer instead: SSH is the only way
-in and only from ``admin_cidrs``; cache volumes cannot be destroyed by accident; state and
+in, only from ``admin_cidrs`` and from the fleet's own droplets (by the fleet's tag: the
+channel to the one deploy lock service); every host's private address reaches the
+inventory; cache volumes cannot be destroyed by accident; state and
 plan encryption is enforced; every variable is typed and described; versions are pinned; the
 outputs the inventories read exist. Each check is also run against a small bad snippet, to
 prove it can fail.
@@ -90,15 +92,26 @@ KNOWN_RESOURCE_TYPES = {
     "digitalocean_reserved_ip",
     "digitalocean_reserved_ip_assignment",
     "digitalocean_ssh_key",
+    "digitalocean_tag",
     "digitalocean_volume",
     "digitalocean_volume_attachment",
     "digitalocean_vpc",
 }
 SSH_RULE_KEYS = {"protocol", "port_range", "source_addresses"}
+# The fleet's rule: SSH (the lock channel's port) from droplets carrying the fleet's own tag.
+FLEET_RULE_KEYS = {"protocol", "port_range", "source_tags"}
+TAG_REFERENCE = re.compile(r"\$\{digitalocean_tag\.(\w+)\.name\}")
+
+
+def fleet_tags(config: Config) -> set[str]:
+    """Names of the ``digitalocean_tag`` resources whose name is made from var.name (one fleet's own)."""
+    return {
+        name for _, name, body in resources(config, "digitalocean_tag") if "${var.name}" in str(body.get("name", ""))
+    }
 
 
 def inbound_is_ssh_from_admin_cidrs(config: Config) -> list[str]:
-    """Every inbound rule is TCP 22 from var.admin_cidrs, and nothing else is exposed."""
+    """Every inbound rule is TCP 22, from var.admin_cidrs or from the fleet's own tag; nothing else is exposed."""
     problems = []
     for kind, name, _ in resources(config):
         if kind not in KNOWN_RESOURCE_TYPES:
@@ -113,12 +126,45 @@ def inbound_is_ssh_from_admin_cidrs(config: Config) -> list[str]:
                 problems.append(f"{where}: literal open source {sorted(OPEN_CIDRS & set(sources))}")
             if rule.get("protocol") != "tcp" or str(rule.get("port_range")) != "22":
                 problems.append(f"{where}: {rule.get('protocol')} port {rule.get('port_range')} is not SSH (tcp 22)")
+            if set(rule) == FLEET_RULE_KEYS:
+                problems.extend(_fleet_source_problems(config, where, rule["source_tags"]))
+                continue
             if sources != ADMIN_CIDRS:
                 problems.append(f"{where}: source_addresses is {sources!r}, not var.admin_cidrs")
             extra = sorted(set(rule) - SSH_RULE_KEYS)
             if extra:
                 problems.append(f"{where}: other sources or settings {extra}")
     return problems
+
+
+def _fleet_source_problems(config: Config, where: str, tags: object) -> list[str]:
+    """A fleet rule's source_tags must be exactly one reference to the fleet's own tag resource."""
+    matches = [TAG_REFERENCE.fullmatch(tag) for tag in tags] if isinstance(tags, list) else []
+    if len(matches) != 1 or matches[0] is None or matches[0].group(1) not in fleet_tags(config):
+        return [f"{where}: source_tags is {tags!r}, not the fleet's own tag (a digitalocean_tag named from var.name)"]
+    return []
+
+
+def fleet_reaches_itself_over_ssh(config: Config) -> list[str]:
+    """One inbound rule admits the fleet's droplets by the fleet's tag, and every droplet carries that tag."""
+    fleet_rules = [
+        rule
+        for _, _, body in resources(config, "digitalocean_firewall")
+        for rule in body.get("inbound_rule", [])
+        if "source_tags" in rule
+    ]
+    if len(fleet_rules) != 1:
+        found = len(fleet_rules)
+        return [f"expected one inbound_rule with source_tags (SSH between the fleet's droplets), found {found}"]
+    match = TAG_REFERENCE.fullmatch(str((fleet_rules[0]["source_tags"] or [""])[0]))
+    if match is None:
+        return ["the fleet's inbound_rule names no digitalocean_tag"]
+    reference = f"digitalocean_tag.{match.group(1)}.name"
+    return [
+        f"digitalocean_droplet.{name}: tags lack {reference}, so the fleet rule does not admit it"
+        for _, name, body in resources(config, "digitalocean_droplet")
+        if reference not in str(body.get("tags", ""))
+    ]
 
 
 def every_droplet_is_behind_the_firewall(config: Config) -> list[str]:
@@ -250,6 +296,9 @@ def outputs_feed_the_inventories(config: Config) -> list[str]:
     for key in ("name", "ssh_hostname", "ssh_user", "volume_device"):
         if "pyinfra_inventory" in outputs and not re.search(rf"\b{key}\s*=", value):
             problems.append(f"output pyinfra_inventory: objects lack {key}")
+    # The lock channel connects to this address: it must be the VPC one, never the public one.
+    if "pyinfra_inventory" in outputs and not re.search(r"\bprivate_ipv4\s*=\s*\w+\.ipv4_address_private\b", value):
+        problems.append("output pyinfra_inventory: private_ipv4 is not the droplet's ipv4_address_private")
     prefixes = [block["volume_device_prefix"] for block in config.get("locals", []) if "volume_device_prefix" in block]
     if prefixes != [VOLUME_DEVICE_PREFIX]:
         problems.append(f"local volume_device_prefix {prefixes} is not DigitalOcean's {VOLUME_DEVICE_PREFIX!r}")
@@ -287,6 +336,36 @@ POLICIES: dict[str, tuple[Check, list[tuple[str, str]]]] = {
                 "other sources or settings ['source_tags']",
             ),
             ('resource "digitalocean_loadbalancer" "lb" {\n  name = "x"\n}\n', "has not reviewed"),
+            (
+                'resource "digitalocean_firewall" "f" {\n  inbound_rule {\n    protocol = "tcp"\n'
+                '    port_range = "7465"\n    source_tags = [digitalocean_tag.fleet.name]\n  }\n}\n'
+                'resource "digitalocean_tag" "fleet" {\n  name = "${var.name}-fleet"\n}\n',
+                "port 7465 is not SSH",
+            ),
+            (
+                'resource "digitalocean_firewall" "f" {\n  inbound_rule {\n    protocol = "tcp"\n'
+                '    port_range = "22"\n    source_tags = var.tags\n  }\n}\n',
+                "not the fleet's own tag",
+            ),
+            (
+                'resource "digitalocean_firewall" "f" {\n  inbound_rule {\n    protocol = "tcp"\n'
+                '    port_range = "22"\n    source_tags = [digitalocean_tag.shared.name]\n  }\n}\n'
+                'resource "digitalocean_tag" "shared" {\n  name = "everything"\n}\n',
+                "not the fleet's own tag",
+            ),
+        ],
+    ),
+    "fleet-ssh-by-tag": (
+        fleet_reaches_itself_over_ssh,
+        [
+            ('resource "digitalocean_firewall" "f" {\n  name = "x"\n}\n', "found 0"),
+            (
+                'resource "digitalocean_tag" "fleet" {\n  name = "${var.name}-fleet"\n}\n'
+                'resource "digitalocean_droplet" "d" {\n  tags = var.tags\n}\n'
+                'resource "digitalocean_firewall" "f" {\n  inbound_rule {\n    protocol = "tcp"\n'
+                '    port_range = "22"\n    source_tags = [digitalocean_tag.fleet.name]\n  }\n}\n',
+                "digitalocean_droplet.d: tags lack digitalocean_tag.fleet.name",
+            ),
         ],
     ),
     "droplets-fenced": (
@@ -347,7 +426,14 @@ POLICIES: dict[str, tuple[Check, list[tuple[str, str]]]] = {
     ),
     "outputs": (
         outputs_feed_the_inventories,
-        [('output "pyinfra_inventory" {\n  value = [for d in x : { name = d.name }]\n}\n', "lack ssh_hostname")],
+        [
+            ('output "pyinfra_inventory" {\n  value = [for d in x : { name = d.name }]\n}\n', "lack ssh_hostname"),
+            (
+                'output "pyinfra_inventory" {\n'
+                "  value = [for d in x : { name = d.name, private_ipv4 = d.ipv4_address }]\n}\n",
+                "private_ipv4 is not the droplet's ipv4_address_private",
+            ),
+        ],
     ),
     "s3-locks": (
         s3_backends_lock,

@@ -1,6 +1,7 @@
 # The runner hosts: `runner_count` Debian 12 droplets in their own VPC, each with a
-# persistent cache volume, behind a firewall that lets in SSH from admin_cidrs and nothing
-# else. pyinfra configures them afterwards (inventories/production.py reads outputs.tf).
+# persistent cache volume, behind a firewall that lets in SSH from admin_cidrs, SSH between
+# the fleet's own droplets, and nothing else. pyinfra configures them afterwards
+# (inventories/production.py reads outputs.tf).
 
 locals {
   # DigitalOcean exposes an attached volume under this stable path on the droplet; the base
@@ -19,6 +20,13 @@ resource "digitalocean_vpc" "runners" {
   description = "Private network of the runner-ctl CI runner hosts"
 }
 
+# This fleet's own tag, on its droplets only. The firewall admits fleet traffic by it; var.tags
+# may be shared with other fleets in the account (its default is just "runner-ctl"), this one
+# is not.
+resource "digitalocean_tag" "fleet" {
+  name = "${var.name}-fleet"
+}
+
 resource "digitalocean_droplet" "runner" {
   count = var.runner_count
 
@@ -29,7 +37,7 @@ resource "digitalocean_droplet" "runner" {
   ssh_keys = [digitalocean_ssh_key.admin.fingerprint]
   vpc_uuid = digitalocean_vpc.runners.id
   ipv6     = true
-  tags     = var.tags
+  tags     = concat(var.tags, [digitalocean_tag.fleet.name])
   # DigitalOcean's metrics agent: CPU, memory and disk graphs and alerts for a host that is
   # never rebuilt between jobs.
   monitoring = true
@@ -62,8 +70,9 @@ resource "digitalocean_volume_attachment" "cache" {
 }
 
 # The outer fence. The host's own nftables ruleset (base layer, sshd_allow_cidrs) is the
-# inner one. Inbound: SSH from admin_cidrs only; CI runners poll GitHub/GitLab outbound, so
-# nothing else needs to reach the hosts. Outbound: open (packages, forges, remote cache).
+# inner one. Inbound: SSH from admin_cidrs, and SSH from the fleet's own droplets; CI runners
+# poll GitHub/GitLab outbound, so nothing else needs to reach the hosts. Outbound: open
+# (packages, forges, remote cache).
 resource "digitalocean_firewall" "runners" {
   name        = "${var.name}-ssh-only"
   droplet_ids = digitalocean_droplet.runner[*].id
@@ -72,6 +81,16 @@ resource "digitalocean_firewall" "runners" {
     protocol         = "tcp"
     port_range       = "22"
     source_addresses = var.admin_cidrs
+  }
+
+  # The fleet's channel to its one deploy lock service: every other host keeps an SSH local
+  # forward to the lock host's private_ipv4 (VPC address), so SSH is the only port it needs.
+  # By tag, not by address: a rebuilt or added droplet is covered without another apply of
+  # this rule, and nothing outside the fleet gains anything.
+  inbound_rule {
+    protocol    = "tcp"
+    port_range  = "22"
+    source_tags = [digitalocean_tag.fleet.name]
   }
 
   outbound_rule {

@@ -4,12 +4,15 @@
 ``tofu/`` writes its ``pyinfra_inventory`` output); ``inventories/digitalocean.py`` asks
 DigitalOcean for the droplets carrying a tag, for operators without access to the state.
 Both end in the same ``runner_hosts`` group: ``(name, host data)`` tuples whose host data
-uses the keys the layers read (``hostdata.py``), e.g. the cache volume as ``data_device``.
+uses the keys the layers read (``hostdata.py``), e.g. the cache volume as ``data_device``,
+and the droplet's VPC address as ``private_ipv4`` (the fleet's channel to its one deploy
+lock service connects to it).
 
 Every failure is a ``RunnerCtlError`` with a one-line message; the inventory files turn it
 into pyinfra's one-line exit.
 """
 
+import ipaddress
 import json
 import os
 import re
@@ -37,6 +40,7 @@ __all__ = [
     "discover_droplet_hosts",
     "hosts_from_tofu_outputs",
     "inventory_exit",
+    "private_ipv4",
     "read_tofu_outputs",
     "runner_hosts_group",
     "tofu_output_argv",
@@ -54,6 +58,9 @@ APPLY_HINT = "run `bin/tofu -chdir=tofu apply` first, see tofu/README.md"
 # A remote backend (Spaces) answers in seconds; a hung network should not hang pyinfra.
 TOFU_OUTPUT_TIMEOUT = 120.0
 
+# RFC 1918: the ranges a DigitalOcean VPC may use. ipaddress's is_private would also admit the
+# documentation ranges (203.0.113.0/24, ...) that stand for public addresses in examples.
+_RFC1918 = tuple(ipaddress.IPv4Network(net) for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -83,13 +90,36 @@ def volume_device(volume_name: str) -> str:
     return VOLUME_DEVICE_PREFIX + volume_name
 
 
+def private_ipv4(value: str, where: str) -> str:
+    """``value`` if it is a private (RFC 1918) IPv4 address, as DigitalOcean's VPC ranges are."""
+    try:
+        address = ipaddress.IPv4Address(value)
+    except ValueError:
+        address = None
+    if address is None or not any(address in network for network in _RFC1918):
+        raise ConfigError(
+            f"{where}: private_ipv4 = {value!r} is not a private IPv4 address; expected the droplet's VPC "
+            "address (ipv4_address_private, e.g. '10.114.0.2')"
+        )
+    return str(address)
+
+
 def runner_hosts_group(hosts: Sequence[RunnerHost]) -> list[tuple[str, dict[str, object]]]:
-    """The ``runner_hosts`` group of a pyinfra inventory file; host names must be unique."""
+    """The ``runner_hosts`` group of a pyinfra inventory file; host names and private addresses must be unique."""
     seen: set[str] = set()
+    addresses: dict[str, str] = {}
     for host in hosts:
         if host.name in seen:
             raise ConfigError(f"two runner hosts are named {host.name!r}; host names must be unique")
         seen.add(host.name)
+        if host.private_ipv4 is not None:
+            other = addresses.setdefault(host.private_ipv4, host.name)
+            if other != host.name:
+                # The lock channel would reach the wrong host: a stale state or two VPCs mixed up.
+                raise ConfigError(
+                    f"runner hosts {other!r} and {host.name!r} share private_ipv4 {host.private_ipv4!r}; "
+                    "each droplet has its own VPC address (refresh the OpenTofu state)"
+                )
     return [(host.name, host.host_data()) for host in hosts]
 
 
@@ -182,6 +212,8 @@ def _host_from_item(item: object, where: str) -> RunnerHost:
         # The same rule the base layer applies to data_device, and the same message form.
         validate_host_data({"data_device": device}, origin=f"{where} (volume_device)")
     private = _text_field(item, "private_ipv4", where, required=False)
+    if private is not None:
+        private = private_ipv4(private, where)
     return RunnerHost(name=name, ssh_hostname=hostname, ssh_user=user, data_device=device, private_ipv4=private)
 
 
@@ -237,7 +269,11 @@ def _host_from_droplet(droplet: Any, volumes: Mapping[str, Any], tag: str) -> Ru
         # DigitalOcean's Debian images log in as root with the droplet's SSH keys.
         ssh_user="root",
         data_device=volume_device(volume_name) if volume_name else None,
-        private_ipv4=str(droplet.private_ip_address) if droplet.private_ip_address else None,
+        # python-digitalocean takes it from the droplet's networks.v4 entry of type "private";
+        # a droplet always has one inside a VPC.
+        private_ipv4=(
+            private_ipv4(str(droplet.private_ip_address), f"droplet {name}") if droplet.private_ip_address else None
+        ),
     )
 
 

@@ -42,9 +42,14 @@ class DigitalOceanApi:
 
 
 def droplet(
-    droplet_id: int, name: str, public_ipv4: str, private_ipv4: str, *, tags: list[str], volume_ids: list[str]
+    droplet_id: int, name: str, public_ipv4: str, private_ipv4: str | None, *, tags: list[str], volume_ids: list[str]
 ) -> dict[str, Any]:
-    """A droplet object as GET /v2/droplets lists it (fields trimmed to the documented core)."""
+    """A droplet object as GET /v2/droplets lists it (fields trimmed to the documented core).
+
+    ``private_ipv4`` None: a droplet from before VPCs, whose ``networks.v4`` lists only its
+    public address (the API omits the private entry then).
+    """
+    private = [{"ip_address": private_ipv4, "netmask": "255.255.240.0", "gateway": "10.114.0.1", "type": "private"}]
     region = {"name": "Frankfurt 1", "slug": "fra1", "features": ["metadata"], "available": True, "sizes": []}
     return {
         "id": droplet_id,
@@ -66,7 +71,7 @@ def droplet(
         "size_slug": "s-4vcpu-8gb",
         "networks": {
             "v4": [
-                {"ip_address": private_ipv4, "netmask": "255.255.240.0", "gateway": "10.114.0.1", "type": "private"},
+                *(private if private_ipv4 is not None else []),
                 {"ip_address": public_ipv4, "netmask": "255.255.240.0", "gateway": "203.0.113.1", "type": "public"},
             ],
             "v6": [{"ip_address": "2001:db8::10", "netmask": 64, "gateway": "2001:db8::1", "type": "public"}],

@@ -1,6 +1,7 @@
-"""``runner-ctl lock``: serve the deploy lock service, see its state, break a stuck lock."""
+"""``runner-ctl lock``: serve the deploy lock service, see its state, break a stuck lock, move it."""
 
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,12 +12,19 @@ from rich.table import Table
 from runner_ctl.clikit import check_text, guard, plain_console
 from runner_ctl.lock.access import JsonFlag, LockUrl, TokenFile, env_name, lock_client
 from runner_ctl.lock.serve import DEFAULT_LISTEN, serve
+from runner_ctl.lock.store import DEFAULT_HOST_DB
+from runner_ctl.lock.transfer import export_text, import_export, write_export
 
 __all__ = ["lock_app"]
 
 lock_app = typer.Typer(
-    help="The deploy lock service: serve it, see its state, break a stuck lock.", no_args_is_help=True
+    help="The deploy lock service: serve it, see its state, break a stuck lock, move its database.",
+    no_args_is_help=True,
 )
+DbPath = Annotated[
+    Path,
+    typer.Option(help="The lock service's SQLite database (default: where the deploy_lock layer keeps it on a host)."),
+]
 
 
 @lock_app.command("serve")
@@ -81,3 +89,32 @@ def lock_release(
 
     released = guard(act)["released"]
     print(f"{env}: released request {released['id']}" if released else f"{env}: nothing was held")
+
+
+@lock_app.command("export")
+def lock_export(
+    db: DbPath = DEFAULT_HOST_DB,
+    output: Annotated[
+        str, typer.Option(help="File to write (mode 0600), or - for standard output (never a terminal).")
+    ] = "-",
+) -> None:
+    """Write the whole lock database as JSON: queues, audit trail, last deployed commits, fencing counters.
+
+    It holds the requests' secret hashes: keep it private. Stop the service first when moving it.
+    """
+    text = guard(lambda: export_text(db))
+    guard(lambda: write_export(text, output))
+    if output != "-":
+        print(f"exported {db} to {output}", file=sys.stderr)
+
+
+@lock_app.command("import")
+def lock_import(
+    file: Annotated[str, typer.Argument(help="An export of `runner-ctl lock export`, or - for standard input.")],
+    db: DbPath = DEFAULT_HOST_DB,
+    force: Annotated[bool, typer.Option("--force", help="Replace the state of a database that is not empty.")] = False,
+) -> None:
+    """Load an export into a lock database (stop its service first); refused into a non-empty one unless --force."""
+    counts = guard(lambda: import_export(db, file, force=force))
+    summary = ", ".join(f"{count} {table}" for table, count in counts.items())
+    print(f"imported into {db}: {summary}", file=sys.stderr)

@@ -15,6 +15,7 @@ Acting on a request needs the secret its enqueue returned; the store keeps only 
 
 import contextlib
 import dataclasses
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,31 @@ from typing import Any
 
 from runner_ctl.lock.states import FINAL_BY_HOLDER, Outcome, RequestState
 
-__all__ = ["AuditRecord", "EnvStatus", "LeaseLostError", "LockStore", "NotFoundError", "Request"]
+__all__ = [
+    "DEFAULT_HOST_DB",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "AuditRecord",
+    "Column",
+    "EnvStatus",
+    "LeaseLostError",
+    "LockStore",
+    "NotEmptyError",
+    "NotFoundError",
+    "Request",
+    "table_columns",
+]
+
+# Where the deploy_lock layer keeps the database on a host: the persistent data volume, under
+# the base layer's default data_dir. `runner-ctl lock export/import` default to it; the layer
+# (layers/deploy_lock.py) is the source of truth and should point here, or this at it.
+DEFAULT_HOST_DB = Path("/var/lib/ci/runner-ctl/lock.db")
+
+# PRAGMA user_version of a database at SCHEMA. 2: requests.secret_hash (databases from before
+# it read 0 until _migrate brings them here). Bump it with every migration; exports carry it.
+SCHEMA_VERSION = 2
+# Every table of SCHEMA, in the order an export lists them and an import fills them.
+TABLES = ("environments", "requests", "audit")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS environments (
@@ -70,6 +95,38 @@ CREATE INDEX IF NOT EXISTS audit_by_env ON audit (env, id);
 
 class NotFoundError(LookupError):
     """No such request."""
+
+
+class NotEmptyError(RuntimeError):
+    """An import met a database that already holds state (and was not told to replace it)."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        super().__init__(", ".join(f"{count} {table}" for table, count in counts.items() if count))
+        self.counts = counts
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # SQLite's declared type: INTEGER, REAL or TEXT
+    required: bool  # NOT NULL, or the INTEGER PRIMARY KEY
+
+
+@functools.cache
+def table_columns() -> dict[str, tuple[Column, ...]]:
+    """Each table's columns as SCHEMA declares them (read from a scratch in-memory database)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(SCHEMA)
+        return {
+            table: tuple(
+                Column(name, kind.upper(), bool(notnull or pk))
+                for _, name, kind, notnull, _, pk in db.execute(f"PRAGMA table_info({table})")
+            )
+            for table in TABLES
+        }
+    finally:
+        db.close()
 
 
 class LeaseLostError(RuntimeError):
@@ -169,9 +226,69 @@ class LockStore:
             # Requests from before keep NULL: nobody can present their secret, so only their lease
             # running out or an admin release ends them.
             self._db.execute("ALTER TABLE requests ADD COLUMN secret_hash TEXT")
+        if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
+
+    # ---- the whole state, for `runner-ctl lock export` / `lock import` -----------------------
+
+    def dump(self) -> tuple[int, dict[str, list[dict[str, Any]]], dict[str, int]]:
+        """Schema version, every table's rows (by primary key) and the AUTOINCREMENT counters.
+
+        One read transaction: a consistent snapshot even while the service writes.
+        """
+        self._db.execute("BEGIN")
+        try:
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            tables = {
+                table: [
+                    {column.name: row[column.name] for column in columns}
+                    for row in self._db.execute(f"SELECT * FROM {table} ORDER BY {columns[0].name}")  # noqa: S608
+                ]
+                for table, columns in table_columns().items()
+            }
+            sequences = self._sequences()
+        finally:
+            self._db.execute("COMMIT")
+        return version, tables, sequences
+
+    def _sequences(self) -> dict[str, int]:
+        # The next id continues after the highest ever given, even where rows with it are gone.
+        found = {row["name"]: int(row["seq"]) for row in self._db.execute("SELECT name, seq FROM sqlite_sequence")}
+        return {table: found.get(table, 0) for table in ("requests", "audit")}
+
+    def counts(self) -> dict[str, int]:
+        return {
+            table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+            for table in TABLES
+        }
+
+    def replace_all(
+        self, tables: dict[str, list[dict[str, Any]]], sequences: dict[str, int], *, force: bool = False
+    ) -> None:
+        """Load a dump, in one transaction. Refuses (NotEmptyError) a database with state unless ``force``,
+        which replaces that state. Rows are written as given: the caller checks them first."""
+        with self._tx() as db:
+            counts = self.counts()
+            if any(counts.values()) or any(self._sequences().values()):
+                if not force:
+                    raise NotEmptyError(counts)
+                for table in reversed(TABLES):
+                    db.execute(f"DELETE FROM {table}")  # noqa: S608
+                db.execute("DELETE FROM sqlite_sequence")
+            for table, columns in table_columns().items():
+                names = [column.name for column in columns]
+                db.executemany(
+                    f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",  # noqa: S608
+                    [tuple(row[name] for name in names) for row in tables[table]],
+                )
+            db.execute("DELETE FROM sqlite_sequence")
+            db.executemany(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)",
+                [(table, seq) for table, seq in sequences.items() if seq],
+            )
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
