@@ -137,7 +137,7 @@ buildbuddy_build_metadata = {"ROLE": "CI"}
 # "ORG" or "enterprise:SLUG"), and optionally runner_group (organizations), slots (1),
 # labels, name, present (False deregisters) and token (a reference of its own), e.g.
 #   github_runner_registrations = [{"scope": "acme/app", "slots": 2, "labels": ["bazel"]}]
-github_runner_registrations = []
+github_runner_registrations: list[dict[str, object]] = []
 # A PAT or GitHub App installation token as a secret reference (administration: write on a
 # repository, organization_self_hosted_runners: write on an organization); used on the
 # operator's machine only, for registration/remove tokens and label changes.
@@ -163,7 +163,7 @@ github_runner_name_prefix = "rc-"
 # tags, and optionally name, run_untagged, present (False deletes it in GitLab) and token (a
 # glrt- runner token reference; without one the runner is created through the API), e.g.
 #   gitlab_runner_registrations = [{"project": "acme/app", "tags": ["bazel", "linux"]}]
-gitlab_runner_registrations = []
+gitlab_runner_registrations: list[dict[str, object]] = []
 gitlab_runner_api_url = "https://gitlab.com/api/v4"
 # A token with the create_runner and manage_runner scopes, as a secret reference; used on the
 # operator's machine only.
@@ -177,7 +177,7 @@ gitlab_runner_name_prefix = "rc-"
 # environment (no secrets here), the loopback metrics address.
 gitlab_runner_concurrent = 1
 gitlab_runner_check_interval = 3
-gitlab_runner_environment = {}
+gitlab_runner_environment: dict[str, str] = {}
 gitlab_runner_listen_address = "127.0.0.1:9252"
 # Seconds a stop or restart waits for running jobs (SIGQUIT, then TimeoutStopSec).
 gitlab_runner_stop_timeout = 7200
