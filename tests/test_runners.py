@@ -117,7 +117,7 @@ def test_a_missing_or_empty_token_names_its_variable(
 
 def test_a_token_with_a_newline_is_refused_without_showing_it(cli: Cli) -> None:
     line = assert_one_line_error(
-        cli("list", "--github", "acme/app", env={"GITHUB_TOKEN": "ghp_tok\nen"}), 2, "GITHUB_TOKEN holds whitespace"
+        cli("list", "--github", "acme/app", env={"GITHUB_TOKEN": "ghp_tok\nen"}), 2, "GITHUB_TOKEN contains whitespace"
     )
     assert "ghp_tok" not in line
 

@@ -18,7 +18,6 @@ from typing import Any
 
 from runner_ctl.errors import UsageError
 from runner_ctl.forge.github import REPO_PATTERN, github_headers
-from runner_ctl.forge.httpcache import ApiCounters, HttpCache
 from runner_ctl.forge.rest import ApiError, RestClient
 from runner_ctl.forge.runners import RunnerInfo
 
@@ -88,8 +87,6 @@ def github_client(api_url: str, token: str, *, token_what: str) -> RestClient:
         token_env=token_what,
         not_found=f"GitHub at {api_url} has no such repository, organization or enterprise, or the token in "
         f"{token_what} cannot see it; check the scope and the API URL",
-        cache=HttpCache(None),
-        counters=ApiCounters(),
         permission="administration: write (repository runners) or organization_self_hosted_runners: write "
         "(organization runners)",
     )

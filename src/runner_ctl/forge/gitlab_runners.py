@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from runner_ctl.errors import ConfigError
 from runner_ctl.forge.gitlab import gitlab_headers, gitlab_id
-from runner_ctl.forge.httpcache import ApiCounters, HttpCache
 from runner_ctl.forge.rest import ApiError, NotFoundError, RestClient
 from runner_ctl.forge.runners import RunnerInfo
 
@@ -55,8 +54,6 @@ def gitlab_client(api_url: str, token: str, *, token_what: str, permission: str 
         token_env=token_what,
         not_found=f"the GitLab API at {api_url} has no such project, group or runner, or the token in "
         f"{token_what} cannot see it; check the name and the token's role",
-        cache=HttpCache(None),
-        counters=ApiCounters(),
         permission=permission or "the manage_runner scope (or api) and the Maintainer role",
     )
 

@@ -7,6 +7,7 @@ without those headers), and server errors — all with a bounded number of attem
 bounded wait. Tokens travel in headers only; no message ever contains one.
 """
 
+import os
 import re
 import threading
 import time
@@ -33,6 +34,7 @@ __all__ = [
     "RestClient",
     "cache_slug",
     "fetch_all",
+    "token_from_env",
     "trimmer",
 ]
 
@@ -134,8 +136,8 @@ class RestClient:
         auth_headers: dict[str, str],
         token_env: str,
         not_found: str,
-        cache: HttpCache,
-        counters: ApiCounters,
+        cache: HttpCache | None = None,
+        counters: ApiCounters | None = None,
         max_attempts: int = 5,
         max_wait: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -146,8 +148,8 @@ class RestClient:
         self.base_url = base_url.rstrip("/")
         self.token_env = token_env
         self.not_found = not_found
-        self.cache = cache
-        self.counters = counters
+        self.cache = HttpCache(None) if cache is None else cache  # the runner APIs: answers change, none cached
+        self.counters = ApiCounters() if counters is None else counters
         self.max_attempts = max_attempts
         self.max_wait = max_wait
         self._sleep = sleep
@@ -361,3 +363,18 @@ def fetch_all(items: Iterable[T], fetch: Callable[[T], R], workers: int = MAX_CO
 
 def cache_slug(api_url: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", api_url.split("://", 1)[-1]).strip("_")
+
+
+def token_from_env(name: str, *, or_else: str = "") -> str:
+    """The API token in ``$name``, checked before it goes into a header; no message shows it.
+
+    ``or_else`` ends the message for an unset variable (another way to give a token).
+    """
+    token = os.environ.get(name, "").strip()
+    if not token:
+        raise ConfigError(f"no API token: set the environment variable {name}{or_else}")
+    if not token.isascii():
+        raise ConfigError(f"{name} contains non-ASCII characters; set it to the token exactly as the forge issued it")
+    if not token.isprintable() or any(char.isspace() for char in token):
+        raise ConfigError(f"{name} contains whitespace or control characters; set it to the token alone")
+    return token

@@ -22,6 +22,7 @@ from runner_ctl.errors import ConfigError, UsageError
 from runner_ctl.forge.github import GITHUB_API
 from runner_ctl.forge.gitlab import GITLAB_API
 from runner_ctl.forge.httpcache import ApiCounters
+from runner_ctl.forge.rest import token_from_env
 from runner_ctl.latency.chart import check_chart_path, write_chart
 from runner_ctl.latency.github import fetch_github
 from runner_ctl.latency.gitlab import fetch_gitlab
@@ -71,14 +72,7 @@ def _token(name: str) -> str:
     """The token in ``$name``, checked before it goes into a header; no message shows it."""
     if not _ENV_NAME.fullmatch(name):
         raise UsageError(f"--token-env {name!r} is not an environment variable name (e.g. GITHUB_TOKEN)")
-    token = os.environ.get(name, "").strip()
-    if not token:
-        raise ConfigError(f"no API token: set the environment variable {name} (or name another one with --token-env)")
-    if not token.isascii():
-        raise ConfigError(f"{name} contains non-ASCII characters; set it to the token exactly as the forge issued it")
-    if not token.isprintable() or any(char.isspace() for char in token):
-        raise ConfigError(f"{name} contains whitespace or control characters; set it to the token alone")
-    return token
+    return token_from_env(name, or_else=" (or name another one with --token-env)")
 
 
 def _emit(report: Report, output_format: str) -> None:

@@ -18,12 +18,12 @@ from rich.table import Table
 
 from runner_ctl.clikit import check_text, guard, plain_console
 from runner_ctl.errors import ConfigError, UsageError
-from runner_ctl.forge.rest import NotFoundError
+from runner_ctl.forge.rest import NotFoundError, token_from_env
 from runner_ctl.forge.runners import RunnerInfo
 from runner_ctl.hostdata import default_host_settings, load_group_data
 from runner_ctl.paths import find_project_root, state_dir
 from runner_ctl.runners.audit import AuditLog, AuditRecord
-from runner_ctl.runners.forges import ForgeSession, Target, connect, read_token, resolve_target
+from runner_ctl.runners.forges import ForgeSession, Target, connect, resolve_target
 from runner_ctl.runners.prune import Decision, decide, parse_duration
 from runner_ctl.runners.state import OfflineSince
 
@@ -140,7 +140,7 @@ def _iso(moment: float | None) -> str | None:
 
 
 def _list(target: Target, json_output: bool) -> int:
-    with connect(target, read_token(target.token_env)) as session:
+    with connect(target, token_from_env(target.token_env)) as session:
         runners: list[RunnerInfo] = session.list_runners()
     if json_output:
         document = {
@@ -234,7 +234,7 @@ def prune_command(
 
 def _prune(target: Target, *, prefix: str | None, offline_for: float, dry_run: bool, json_output: bool) -> int:
     chosen = default_prefix(target.forge) if prefix is None else check_text(prefix, "--prefix", example="rc-")
-    token = read_token(target.token_env)
+    token = token_from_env(target.token_env)
     # Human lines go to stderr with --json, so that stdout is the one JSON line.
     out = plain_console(stderr=json_output, width=None if sys.stdout.isatty() else 160)
     deleted: list[str] = []

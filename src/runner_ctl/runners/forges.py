@@ -5,19 +5,18 @@ Binds the forge-neutral commands to ``runner_ctl.forge.github_runners`` and
 """
 
 import contextlib
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from runner_ctl.clikit import check_http_url, check_text
-from runner_ctl.errors import ConfigError, UsageError
+from runner_ctl.errors import UsageError
 from runner_ctl.forge import github_runners, gitlab_runners
 from runner_ctl.forge.github import GITHUB_API, REPO_PATTERN
 from runner_ctl.forge.gitlab import GITLAB_API
 from runner_ctl.forge.runners import RunnerInfo
 
-__all__ = ["FORGE_FLAGS", "ForgeSession", "Target", "connect", "read_token", "resolve_target"]
+__all__ = ["FORGE_FLAGS", "ForgeSession", "Target", "connect", "resolve_target"]
 
 _ORG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")  # GitHub: letters, digits, inner hyphens
 FORGE_FLAGS = "--github OWNER/REPO, --github-org ORG or --gitlab PROJECT_OR_GROUP"
@@ -65,16 +64,6 @@ def resolve_target(github: str | None, github_org: str | None, gitlab: str | Non
     default = GITHUB_API if forge == "github" else GITLAB_API
     url = default if api_url is None else check_http_url(api_url, "--api-url", example=default)
     return Target(forge, scope, url.rstrip("/"))
-
-
-def read_token(name: str) -> str:
-    """The token in ``$name``; ConfigError naming the variable (never the value) when unusable."""
-    token = os.environ.get(name, "").strip()
-    if not token:
-        raise ConfigError(f"no API token: set the environment variable {name}")
-    if not token.isascii() or not token.isprintable() or any(char.isspace() for char in token):
-        raise ConfigError(f"{name} holds whitespace, control or non-ASCII characters; set it to the token alone")
-    return token
 
 
 @dataclass(frozen=True)
