@@ -185,5 +185,6 @@ def main() -> None:
         f"{'met' if met else 'NOT met'}"
     )
 
+
 if __name__ == "__main__":
     main()
