@@ -128,15 +128,35 @@ def allocate(weights: Sequence[float], slots: int) -> list[int] | None:
 
 
 def runner_pools(jobs: Sequence[SimJob]) -> list[tuple[frozenset[str], float]]:
-    """The kinds of slot the trace shows, each with the busy seconds its runners had."""
+    """The kinds of slot the trace shows, each with the busy seconds its runners had.
+
+    A job whose runner is not named (``""``: the forge no longer says) adds its busy time to
+    the first kind that can serve it, or, where none can, to a kind of its own labels.
+    """
     labels: dict[str, set[str]] = defaultdict(set)
     busy: dict[str, float] = defaultdict(float)
+    unnamed: list[SimJob] = []
     for job in jobs:
+        if not job.runner:
+            unnamed.append(job)
+            continue
         labels[job.runner].update(job.labels)
         busy[job.runner] += job.service
     kinds: dict[frozenset[str], float] = defaultdict(float)
     for runner, seen in labels.items():
         kinds[frozenset(seen)] += busy[runner]
+    named = sorted(kinds, key=sorted)
+    orphans: set[str] = set()
+    orphan_busy = 0.0
+    for job in unnamed:
+        home = next((kind for kind in named if job.labels <= kind), None)
+        if home is None:
+            orphans.update(job.labels)
+            orphan_busy += job.service
+        else:
+            kinds[home] += job.service
+    if orphans:
+        kinds[frozenset(orphans)] += orphan_busy
     return sorted(kinds.items(), key=lambda item: sorted(item[0]))
 
 
