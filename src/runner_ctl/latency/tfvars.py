@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from runner_ctl.errors import ConfigError, UsageError
+from runner_ctl.paths import open_regular
 
 __all__ = ["KEY", "TfvarsPlan", "decide", "read_tfvars", "write_tfvars"]
 
 KEY = "runner_count"
 MAX_HOSTS_LIMIT = 1000
+MAX_BYTES = 1024 * 1024  # a variables file is a few lines
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,19 @@ def read_tfvars(path: Path) -> dict[str, Any]:
     fix = f"give --write-tfvars a JSON variables file (e.g. tofu/runner-count.auto.tfvars.json) or remove {path}"
     if path.is_dir():
         raise UsageError(f"--write-tfvars {path} is a directory; {fix}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         if not path.parent.is_dir():
-            raise UsageError(f"--write-tfvars {path}: the directory {path.parent} does not exist") from None
+            raise UsageError(f"--write-tfvars {path}: the directory {path.parent} does not exist")
         return {}
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or error
-        raise UsageError(f"--write-tfvars {path} cannot be read ({reason})") from None
+    # open_regular refuses a FIFO or a device at once, where a plain read would wait or never end.
+    with open_regular(path, "--write-tfvars") as handle:
+        raw = handle.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise UsageError(f"--write-tfvars {path} is over {MAX_BYTES // 1024} KiB, not a variables file; {fix}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--write-tfvars {path} is not UTF-8 text; {fix}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
