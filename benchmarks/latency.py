@@ -7,13 +7,13 @@
    written as JSONL, then timed: parse (``read_jsonl``), statistics and the simulation for
    c = 1..16 (``build_report``). It prints seconds per phase and the peak RSS of this
    process (``ru_maxrss``). A second pass adds a GPU runner kind, so the label-matching
-   simulation runs instead of the one-kind fast path.
+   simulation runs instead of the one-kind fast path; both passes have the same goals.
 2. ``--runs`` workflow runs over 7 days on the loopback GitHub API stand-in
    (tests/standins/github_api.py), then two reports over the same window with one cache
    directory: the API calls each paid, the cache hits and the 304s.
 
-Goals: at most 3 s and 300 MB for 100,000 jobs; the second report's paid calls at most 5%
-of the first's. It prints the figures and never judges them by exiting non-zero.
+Goals: at most 3 s and 300 MB for 100,000 jobs, with one runner kind and with two; the
+second report's paid calls at most 5% of the first's. It prints the figures and never judges them by exiting non-zero.
 """
 
 import argparse
@@ -172,15 +172,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    seconds, megabytes = trace_figures(args.jobs, args.seed, gpu=False)
-    trace_figures(args.jobs, args.seed, gpu=True)
+    one_kind = trace_figures(args.jobs, args.seed, gpu=False)
+    two_kinds = trace_figures(args.jobs, args.seed, gpu=True)
     first, second = api_figures(args.runs, args.seed)
     share = second / first if first else 0.0
-    met = seconds <= GOAL_SECONDS and megabytes <= GOAL_MB and share <= GOAL_SECOND_REPORT_SHARE
+    traces_met = all(seconds <= GOAL_SECONDS and megabytes <= GOAL_MB for seconds, megabytes in (one_kind, two_kinds))
+    met = traces_met and share <= GOAL_SECOND_REPORT_SHARE
     print(
-        f"goals: <= {GOAL_SECONDS:.0f} s and <= {GOAL_MB:.0f} MB for {args.jobs} jobs (one runner kind): "
-        f"{seconds:.2f} s, {megabytes:.0f} MB; second report paid <= {GOAL_SECOND_REPORT_SHARE:.0%} of the first: "
-        f"{second}/{first} = {share:.1%}: {'met' if met else 'NOT met'}"
+        f"goals: <= {GOAL_SECONDS:.0f} s and <= {GOAL_MB:.0f} MB for {args.jobs} jobs: one runner kind "
+        f"{one_kind[0]:.2f} s, {one_kind[1]:.0f} MB; two runner kinds {two_kinds[0]:.2f} s, {two_kinds[1]:.0f} MB; "
+        f"second report paid <= {GOAL_SECOND_REPORT_SHARE:.0%} of the first: {second}/{first} = {share:.1%}: "
+        f"{'met' if met else 'NOT met'}"
     )
 
 

@@ -222,6 +222,10 @@ CASES = [
     Case("latency-export-jsonl-fifo", jsonl_report("--export-jsonl", "{fifo}")),
     Case("latency-step-summary-fifo", jsonl_report("--format", "markdown"), {"GITHUB_STEP_SUMMARY": "{fifo}"}),
     Case("latency-chart-fifo", jsonl_report("--chart", "{fifo_png}")),
+    Case("latency-write-tfvars-fifo", report("--write-tfvars", "{fifo}", "--slots-per-host", "2")),
+    Case("latency-write-tfvars-device", report("--write-tfvars", "/dev/zero", "--slots-per-host", "2")),
+    Case("latency-write-tfvars-not-utf8", report("--write-tfvars", "{not_utf8}", "--slots-per-host", "2")),
+    Case("latency-write-tfvars-no-dir", report("--write-tfvars", "{tmp}/no/such/t.json", "--slots-per-host", "2")),
     # ---- tools bump ----
     Case("bump-version-trailing-newline", bump("1.2.3\n")),
     Case("bump-version-newline", bump("1.2\n3")),

@@ -360,3 +360,23 @@ def test_cancelling_the_github_step_while_runner_ctl_starts_is_not_lost(step: St
     assert ended.code != 0
     wait_for(lambda: env_state(step.service)["queue"] == [], "no request left queued")
     assert env_state(step.service)["holder"] is None
+
+
+# ---- the scheduled runner-count proposals (latency report --write-tfvars) --------------------
+
+RUNNER_COUNT_EXAMPLES = (EXAMPLES / "github" / "runner-count.yml", EXAMPLES / "gitlab" / "runner-count.gitlab-ci.yml")
+
+
+@pytest.mark.parametrize("path", RUNNER_COUNT_EXAMPLES, ids=lambda path: path.name)
+def test_runner_count_examples_use_only_real_report_options(path: Path) -> None:
+    from runner_ctl.latency.command import latency_app
+
+    report = typer.main.get_command(latency_app).commands["report"]  # type: ignore[attr-defined]
+    real = {opt for param in report.params for opt in param.opts}
+    text = path.read_text()
+    command = text[text.index("runner-ctl latency report") :]
+    command = command[: command.index("--max-hosts")] + "--max-hosts"
+    used = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", command))
+    assert {"--write-tfvars", "--slots-per-host", "--max-hosts", "--api-url", "--since"} <= used
+    assert used <= real, used - real
+    assert "--allow-scale-in" not in text.split("(no --allow-scale-in)")[1], "scaling in stays a human's step"

@@ -1,5 +1,6 @@
 """The slot simulation against answers known in advance: hand-worked cases and queueing theory."""
 
+import heapq
 import math
 import random
 import statistics
@@ -123,3 +124,50 @@ def test_two_kinds_of_runner_are_simulated_with_matching() -> None:
     two, three, six = predicted[2], predicted[3], predicted[6]
     assert two is not None and three is not None and six is not None
     assert two > three > six == 0.0
+
+
+def event_by_event_waits(
+    jobs: list[tuple[float, float, frozenset[str]]], pools: list[tuple[frozenset[str], int]]
+) -> list[float]:
+    """The matching rule simulated literally, event by event (slot frees and arrivals in time
+    order, waiting lines per label set): the reference the job-by-job replay must equal."""
+    eligible = {labels: [p for p, (kind, n) in enumerate(pools) if n > 0 and labels <= kind] for _, _, labels in jobs}
+    free = [n for _, n in pools]
+    waiting: list[tuple[float, int, float, frozenset[str]]] = []  # oldest first
+    busy: list[tuple[float, int]] = []
+    waits = [0.0] * len(jobs)
+    position = 0
+    while position < len(jobs) or waiting:
+        if busy and (position >= len(jobs) or busy[0][0] <= jobs[position][0]):
+            now, pool = heapq.heappop(busy)
+            taker = next((w for w in waiting if pool in eligible[w[3]]), None)
+            if taker is None:
+                free[pool] += 1
+                continue
+            waiting.remove(taker)
+            waits[taker[1]] = now - taker[0]
+            heapq.heappush(busy, (now + taker[2], pool))
+            continue
+        arrival, service, labels = jobs[position]
+        chosen = max(eligible[labels], key=free.__getitem__)  # the first of the most free
+        if free[chosen] > 0:
+            free[chosen] -= 1
+            heapq.heappush(busy, (arrival + service, chosen))
+        else:
+            waiting.append((arrival, position, service, labels))
+        position += 1
+    return waits
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_job_by_job_replay_equals_the_event_by_event_simulation(seed: int) -> None:
+    rng = random.Random(seed)  # noqa: S311 - queueing input, not secrets
+    small, big, gpu = LINUX, LINUX | {"large"}, LINUX | {"gpu"}
+    kinds = [small, big, gpu]
+    arrivals, services = mm1_trace(2.0, 1.0, 3_000, seed=seed)
+    # whole seconds, as forges stamp them: ties between frees and arrivals happen
+    trace = [(float(round(a)), float(round(s * 3)), rng.choice(kinds)) for a, s in zip(arrivals, services, strict=True)]
+    trace.sort(key=lambda job: job[0])
+    for shares in ([1, 1, 1], [3, 1, 2], [6, 2, 1], [2, 4, 4]):
+        pools = [(small, shares[0]), (big, shares[1]), (gpu | {"large"}, shares[2])]
+        assert matching_waits(trace, pools) == event_by_event_waits(trace, pools)

@@ -3,7 +3,8 @@
 Exit codes: 0 a report was made (also when the window holds no jobs: the report says so);
 1 the API failed (unreachable, rate-limited for longer than it waits, an unexpected answer);
 2 bad flags, a bad token or a repository/project that does not exist or cannot be read, a
-bad JSONL line, matplotlib missing for ``--chart``; 10 ``--fail-on-scale-out`` and the
+bad JSONL line, matplotlib missing for ``--chart``, a ``--write-tfvars`` file that is not a
+JSON object (refused before any API call, nothing written); 10 ``--fail-on-scale-out`` and the
 model recommends more slots; 130 interrupted.
 """
 
@@ -12,8 +13,9 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,7 +31,8 @@ from runner_ctl.latency.gitlab import fetch_gitlab
 from runner_ctl.latency.model import Filters, Job, read_jsonl, write_jsonl
 from runner_ctl.latency.render import markdown, print_table
 from runner_ctl.latency.report import DEFAULT_MAX_SLOTS, DEFAULT_TARGET_P95, Report, ReportOptions, build_report, select
-from runner_ctl.latency.source import SourceOptions
+from runner_ctl.latency.source import Gaps, SourceOptions
+from runner_ctl.latency.tfvars import MAX_HOSTS_LIMIT, decide, read_tfvars, write_tfvars
 from runner_ctl.latency.window import Window, resolve_window
 from runner_ctl.paths import cache_dir, open_regular
 
@@ -147,7 +150,12 @@ def report_command(
         ),
     ] = None,
     slots: Annotated[
-        int | None, typer.Option(help="Self-hosted slots today. (default: inferred from the trace)")
+        int | None,
+        typer.Option(
+            "--current-slots",
+            "--slots",
+            help="Self-hosted slots today. (default: inferred from the trace; not inferable from runners made per job)",
+        ),
     ] = None,
     max_slots: Annotated[int, typer.Option(help="Largest slot count the model tries.")] = DEFAULT_MAX_SLOTS,
     target_p95: Annotated[
@@ -155,6 +163,21 @@ def report_command(
     ] = DEFAULT_TARGET_P95,
     fail_on_scale_out: Annotated[
         bool, typer.Option("--fail-on-scale-out", help=f"Exit {EXIT_SCALE_OUT} when more slots are recommended.")
+    ] = False,
+    write_tfvars_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-tfvars",
+            metavar="FILE",
+            help='Write {"runner_count": N} (hosts of --slots-per-host slots) into this JSON variables file.',
+        ),
+    ] = None,
+    slots_per_host: Annotated[
+        int | None, typer.Option(metavar="K", help="Runner slots on each host (needed by --write-tfvars).")
+    ] = None,
+    max_hosts: Annotated[int | None, typer.Option(metavar="M", help="--write-tfvars never writes more hosts.")] = None,
+    allow_scale_in: Annotated[
+        bool, typer.Option("--allow-scale-in", help="--write-tfvars may write fewer hosts than the file has.")
     ] = False,
 ) -> None:
     """Queue time and wall-clock latency per label set, and the slot count that keeps queue p95 within target."""
@@ -172,11 +195,34 @@ def report_command(
             output_format=output_format,
             chart=chart,
             cache=cache,
-            options=ReportOptions(target_p95, slots, max_slots),
+            options=ReportOptions(target_p95, slots, max_slots, (max_hosts or 0) * (slots_per_host or 0)),
             fail_on_scale_out=fail_on_scale_out,
+            tfvars=_TfvarsFlags(write_tfvars_file, slots_per_host, max_hosts, allow_scale_in),
         )
     )
     raise typer.Exit(code)
+
+
+@dataclass(frozen=True)
+class _TfvarsFlags:
+    path: Path | None
+    slots_per_host: int | None
+    max_hosts: int | None
+    allow_scale_in: bool
+
+    def check(self) -> dict[str, Any] | None:
+        """The variables file's object when --write-tfvars is given; a bad flag or file is a UsageError."""
+        if self.path is None:
+            if self.slots_per_host is not None or self.max_hosts is not None or self.allow_scale_in:
+                raise UsageError("--slots-per-host, --max-hosts and --allow-scale-in go with --write-tfvars FILE")
+            return None
+        if self.slots_per_host is None:
+            raise UsageError("--write-tfvars needs --slots-per-host K: the runner slots on each host")
+        if not 1 <= self.slots_per_host <= MAX_SLOTS_LIMIT:
+            raise UsageError(f"--slots-per-host must be from 1 to {MAX_SLOTS_LIMIT}")
+        if self.max_hosts is not None and not 1 <= self.max_hosts <= MAX_HOSTS_LIMIT:
+            raise UsageError(f"--max-hosts must be from 1 to {MAX_HOSTS_LIMIT}")
+        return read_tfvars(self.path)
 
 
 def _check_flags(
@@ -217,10 +263,13 @@ def _report(
     cache: Path | None,
     options: ReportOptions,
     fail_on_scale_out: bool,
+    tfvars: _TfvarsFlags,
 ) -> int:
     chosen_format = output_format or ("table" if sys.stdout.isatty() else "markdown")
     _check_flags([s for s in (github, gitlab, from_jsonl) if s], chosen_format, chart, options, filters)
+    existing = tfvars.check()  # before any API call: a bad file wastes none
     counters = ApiCounters()
+    gaps = Gaps()
     cache_root = cache if cache is not None else cache_dir() / "latency"
     if from_jsonl is not None:
         jobs = list(read_jsonl(from_jsonl))
@@ -240,12 +289,30 @@ def _report(
             filters=filters,
             cache_root=cache_root,
             counters=counters,
+            gaps=gaps,
         )
         jobs = fetch(target, source_options)
     if export_jsonl is not None:
         written = write_jsonl(export_jsonl, select(jobs, window, filters))
         stderr.print(f"wrote {written} jobs to {export_jsonl}", markup=False)
-    report = build_report(source=source, window=window, jobs=jobs, filters=filters, counters=counters, options=options)
+    report = build_report(
+        source=source, window=window, jobs=jobs, filters=filters, counters=counters, options=options, gaps=gaps
+    )
+    if tfvars.path is not None and existing is not None and tfvars.slots_per_host is not None:
+        recommendation = report.data["recommendation"]
+        plan = decide(
+            tfvars.path,
+            existing,
+            recommended_slots=recommendation["recommended_slots"],
+            simulated_jobs=recommendation["simulated_jobs"],
+            slots_per_host=tfvars.slots_per_host,
+            max_hosts=tfvars.max_hosts,
+            allow_scale_in=tfvars.allow_scale_in,
+        )
+        write_tfvars(plan, existing)
+        report.data["tfvars"] = plan.to_json(tfvars.slots_per_host)
+        verb = f"wrote runner_count {plan.runner_count}" if plan.changed else "left runner_count as it is"
+        stderr.print(f"{verb} in {tfvars.path} ({plan.reason})", markup=False)
     _emit(report, chosen_format)
     if chart is not None:
         write_chart(chart, report.data, report.queues)

@@ -9,7 +9,9 @@ Requests (REST API v4):
   stops at the first pipeline created after the window.
 - ``GET /projects/:id/pipelines/:pipeline_id/jobs?include_retried=true&per_page=100`` for
   each finished pipeline, cached on disk by pipeline id and ``updated_at`` (a retry in a
-  finished pipeline updates it, so the cache never serves stale jobs).
+  finished pipeline updates it, so the cache never serves stale jobs). A pipeline whose
+  jobs answer 404 (deleted after it was listed) is left out, and the report counts and
+  names it.
 
 Queue time is GitLab's own ``queued_duration`` (from pending to started). Jobs of GitLab's
 hosted runners (``*.runners-manager.gitlab.com``, ``saas-*`` tags) are marked hosted.
@@ -21,9 +23,9 @@ from pydantic import Field
 
 from runner_ctl.errors import UsageError
 from runner_ctl.forge.gitlab import gitlab_headers, gitlab_id
-from runner_ctl.forge.rest import Payload, RestClient, fetch_all, trimmer
+from runner_ctl.forge.rest import NotFoundError, Payload, RestClient, fetch_all, trimmer
 from runner_ctl.latency.model import Filters, IsoTime, Job, format_time, parse_time
-from runner_ctl.latency.source import SourceOptions
+from runner_ctl.latency.source import Gaps, SourceOptions
 from runner_ctl.latency.window import Window, day_chunks
 
 __all__ = ["FINISHED", "fetch_gitlab", "is_gitlab_hosted"]
@@ -69,10 +71,11 @@ def is_gitlab_hosted(runner_description: str | None, tags: tuple[str, ...]) -> b
 
 
 class _GitLab:
-    def __init__(self, client: RestClient, project: str, filters: Filters) -> None:
+    def __init__(self, client: RestClient, project: str, filters: Filters, gaps: Gaps) -> None:
         self.client = client
         self.project = gitlab_id(project)
         self.filters = filters
+        self.gaps = gaps
         self.trim_pipelines = trimmer(_Pipeline, "GitLab")
         self.trim_jobs = trimmer(_Job, "GitLab")
 
@@ -101,13 +104,19 @@ class _GitLab:
 
     def jobs(self, pipeline: _Pipeline) -> list[Job]:
         path = f"/projects/{self.project}/pipelines/{pipeline.id}/jobs"
-        raw_jobs = self.client.collect(
-            self.client.url(path, {"include_retried": "true", "per_page": PER_PAGE}),
-            trim=self.trim_jobs,
-            items=list,
-            key=f"gitlab-jobs-{pipeline.id}-{pipeline.updated_at}",
-            max_pages=MAX_JOB_PAGES,
-        )
+        try:
+            raw_jobs = self.client.collect(
+                self.client.url(path, {"include_retried": "true", "per_page": PER_PAGE}),
+                trim=self.trim_jobs,
+                items=list,
+                key=f"gitlab-jobs-{pipeline.id}-{pipeline.updated_at}",
+                max_pages=MAX_JOB_PAGES,
+            )
+        except NotFoundError:
+            # The project answered the list: a 404 here is this pipeline, deleted since.
+            label = pipeline.name or pipeline.ref or "unnamed"
+            self.gaps.add(missing_run=(pipeline.id, f"pipeline {pipeline.id} ({label}, created {pipeline.created_at})"))
+            return []
         return [self._job(pipeline, _Job.model_validate(raw)) for raw in raw_jobs]
 
     @staticmethod
@@ -146,7 +155,7 @@ def fetch_gitlab(project: str, options: SourceOptions) -> list[Job]:
         cache_parts=(gitlab_id(project),),
     )
     with client:
-        source = _GitLab(client, project, filters)
+        source = _GitLab(client, project, filters, options.gaps)
         wanted = [
             pipeline
             for pipeline in source.pipelines(window)

@@ -74,6 +74,13 @@ def _summary_notes(data: dict[str, Any]) -> list[str]:
         f"dependency wait p50 {duration(dependency['p50'])}, p95 {duration(dependency['p95'])}",
         f"API: {api['calls']} calls, {api['cache_hits']} answered from the cache, {api['not_modified']} not modified",
     ]
+    if excluded.get("no_created_at"):
+        notes.append(f"{excluded['no_created_at']} jobs left out: the forge sent them without created_at")
+    missing = data.get("missing_runs") or {}
+    if missing.get("runs"):
+        more = missing["runs"] - len(missing["names"])
+        names = ", ".join(missing["names"]) + (f" and {more} more" if more > 0 else "")
+        notes.append(f"{missing['runs']} runs missing (their jobs answered 404: deleted since listed): {names}")
     if data.get("note"):
         notes.insert(0, f"{data['note']} ({data['window']['since']} .. {data['window']['until']})")
     return notes
@@ -85,6 +92,12 @@ def _verdict(recommendation: dict[str, Any]) -> str:
     recommended = recommendation["recommended_slots"]
     if not recommendation["simulated_jobs"]:
         return "no self-hosted jobs in the window: nothing to size"
+    if current is None:
+        found = f"{_slots(recommended)} keep" if recommended is not None else "no slot count tried keeps"
+        return (
+            f"{found} the queue p95 within {target}; the current size cannot be inferred (a unique runner name "
+            "per job: ephemeral or just-in-time runners, pods); give it with --current-slots"
+        )
     if recommended is None:
         tried = max((int(count) for count in recommendation["predicted_queue_p95_seconds"]), default=0)
         return f"scale out: no slot count up to {tried} keeps the queue p95 within {target}"
@@ -127,7 +140,7 @@ def sections(data: dict[str, Any]) -> list[Section]:
             marks.append("recommended")
         model_rows.append([count, "cannot serve every label set" if p95 is None else duration(p95), ", ".join(marks)])
     notes = [_verdict(recommendation)]
-    if recommendation["observed_queue_p95_seconds"] is not None:
+    if recommendation["observed_queue_p95_seconds"] is not None and recommendation["current_slots"] is not None:
         notes.append(
             f"observed queue p95 of the simulated jobs: {duration(recommendation['observed_queue_p95_seconds'])} "
             f"with {_slots(recommendation['current_slots'])}"

@@ -10,8 +10,13 @@
 and besides those keys: ``overall.dependency_wait_seconds`` and ``overall.slot_utilisation``,
 ``groups[].hosted`` and ``groups[].slot_utilisation``, ``recommendation.simulated_jobs`` and
 ``recommendation.observed_queue_p95_seconds`` (the model's calibration: compare it with the
-prediction at the current slot count), ``excluded`` (what was not counted, and why), and
-``note`` (``"no jobs in window"`` when that is so).
+prediction at the current slot count), ``recommendation.current_slots_basis`` (``"given"``
+by ``--current-slots``, ``"inferred"`` from the trace, or ``"unknown"``: then
+``current_slots`` is null, ``scale_out`` false, and ``recommendation.one_runner_per_job``
+says why), ``excluded`` (what was not counted, and why: ``no_created_at`` counts jobs a
+forge sent without a creation time), ``missing_runs`` (``{"runs", "names"}``: runs whose
+jobs answered 404), ``tfvars`` (what ``--write-tfvars`` wrote) and ``note`` (``"no jobs in
+window"`` when that is so).
 """
 
 import math
@@ -23,12 +28,14 @@ from typing import Any
 from runner_ctl.forge.httpcache import ApiCounters
 from runner_ctl.latency.model import Filters, Job
 from runner_ctl.latency.simulate import SimJob, predict_p95
+from runner_ctl.latency.source import Gaps
 from runner_ctl.latency.stats import (
     SHORT_KEYS,
     Execution,
     attempt_wall_clocks,
     by_hour,
     inferred_slots,
+    one_runner_per_job,
     prepare,
     summarize,
 )
@@ -46,6 +53,7 @@ class ReportOptions:
     target_p95: float = DEFAULT_TARGET_P95
     slots: int | None = None  # None: inferred from the trace
     max_slots: int = DEFAULT_MAX_SLOTS
+    min_ceiling: int = 0  # the replay tries at least this many slots (--max-hosts x --slots-per-host)
 
 
 @dataclass
@@ -72,8 +80,8 @@ def select(jobs: Sequence[Job], window: Window, filters: Filters) -> list[Job]:
     ]
 
 
-def _utilisation(busy: float, slots: int, window: Window) -> float | None:
-    if slots <= 0 or window.seconds <= 0:
+def _utilisation(busy: float, slots: int | None, window: Window) -> float | None:
+    if slots is None or slots <= 0 or window.seconds <= 0:
         return None
     return round(busy / (slots * window.seconds), 4)
 
@@ -87,7 +95,9 @@ def _busy(executions: Sequence[Execution], window: Window) -> float:
     )
 
 
-def _recommendation(executions: Sequence[Execution], current: int, options: ReportOptions) -> dict[str, Any]:
+def _recommendation(
+    executions: Sequence[Execution], current: int | None, basis: str, options: ReportOptions
+) -> dict[str, Any]:
     label_sets: dict[tuple[str, ...], frozenset[str]] = {}
     trace = [
         SimJob(
@@ -99,7 +109,7 @@ def _recommendation(executions: Sequence[Execution], current: int, options: Repo
         for execution in executions
         if not execution.hosted and execution.run is not None
     ]
-    ceiling = max(options.max_slots, current)
+    ceiling = max(options.max_slots, current or 0, options.min_ceiling)
     predicted = predict_p95(trace, range(1, ceiling + 1)) if trace else {}
     meeting = [count for count, p95 in sorted(predicted.items()) if p95 is not None and p95 <= options.target_p95]
     recommended = meeting[0] if meeting else None
@@ -108,11 +118,14 @@ def _recommendation(executions: Sequence[Execution], current: int, options: Repo
         "current_slots": current,
         "recommended_slots": recommended,
         # No slot count up to the ceiling meets the target: more are needed than were tried.
-        "scale_out": bool(trace) and (recommended is None or recommended > current),
+        # An unknown current size cannot be compared with.
+        "scale_out": bool(trace) and current is not None and (recommended is None or recommended > current),
         "predicted_queue_p95_seconds": {
             str(count): (round(p95, 3) if p95 is not None else None) for count, p95 in sorted(predicted.items())
         },
         "simulated_jobs": len(trace),
+        "current_slots_basis": basis,
+        "one_runner_per_job": basis == "unknown",
         "observed_queue_p95_seconds": summarize(
             [e.queue for e in executions if not e.hosted and e.run is not None], ("p95",)
         )["p95"],
@@ -127,11 +140,19 @@ def build_report(
     filters: Filters,
     counters: ApiCounters,
     options: ReportOptions,
+    gaps: Gaps | None = None,
 ) -> Report:
+    gaps = gaps if gaps is not None else Gaps()
     selected = select(jobs, window, filters)
     prepared = prepare(selected)
     executions = prepared.executions
-    current = options.slots if options.slots is not None else inferred_slots(executions)
+    current: int | None
+    if options.slots is not None:
+        current, basis = options.slots, "given"
+    elif one_runner_per_job(executions):
+        current, basis = None, "unknown"
+    else:
+        current, basis = inferred_slots(executions), "inferred"
     queues = [execution.queue for execution in executions]
     runs = [execution.run for execution in executions if execution.run is not None]
     groups: dict[tuple[str, ...], list[Execution]] = defaultdict(list)
@@ -168,8 +189,13 @@ def build_report(
         ],
         "by_hour_utc": by_hour(executions),
         "api": counters.to_json(),
-        "recommendation": _recommendation(executions, current, options),
-        "excluded": {**prepared.excluded_json(), "outside_filters": len(jobs) - len(selected)},
+        "recommendation": _recommendation(executions, current, basis, options),
+        "excluded": {
+            **prepared.excluded_json(),
+            "outside_filters": len(jobs) - len(selected),
+            "no_created_at": gaps.no_created_at,
+        },
+        "missing_runs": gaps.missing_json(),
     }
     if not executions:
         data["note"] = NO_JOBS

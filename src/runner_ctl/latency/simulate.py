@@ -13,7 +13,7 @@ recursion over a heap of the slots' free times, O(n log c) per c.
 """
 
 import heapq
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import NamedTuple
@@ -65,53 +65,55 @@ def matching_waits(
     A freed slot takes the longest-waiting job it can serve; an arriving job takes a free
     slot of a pool that can serve it (the one with most free slots), else waits. None when
     some job has no pool with a slot that could serve it.
+
+    Computed job by job in arrival order rather than event by event: a waiting job never
+    loses a slot it can use to a younger one, so a job's start depends only on older jobs,
+    and it starts on the eligible slot that frees first. Each pool is a heap of its slots'
+    free times (the FCFS recursion of ``fifo_waits``); no waiting lines are kept.
     """
-    class_of: dict[frozenset[str], int] = {}
+    free_at = [[float("-inf")] * count for _, count in pools]
+    heaps_of: dict[frozenset[str], list[list[float]]] = {}  # per label set: the heaps of the pools that serve it
     for _, _, labels in jobs:
-        class_of.setdefault(labels, len(class_of))
-    eligible: list[list[int]] = [[] for _ in class_of]
-    serves: list[list[int]] = [[] for _ in pools]
-    for labels, index in class_of.items():
-        for pool, (pool_labels, count) in enumerate(pools):
-            if count > 0 and labels <= pool_labels:
-                eligible[index].append(pool)
-                serves[pool].append(index)
-        if not eligible[index]:
-            return None
-    free = [count for _, count in pools]
-    waiting: list[deque[tuple[float, int, float]]] = [deque() for _ in class_of]
-    busy: list[tuple[float, int]] = []  # (time a slot frees, its pool)
-    waits = [0.0] * len(jobs)
-    queued = 0
-    position = 0
-    while position < len(jobs) or (busy and queued):
-        if busy and (position >= len(jobs) or busy[0][0] <= jobs[position][0]):
-            now, pool = heapq.heappop(busy)
-            best: deque[tuple[float, int, float]] | None = None
-            for index in serves[pool]:
-                line = waiting[index]
-                if line and (best is None or line[0] < best[0]):
-                    best = line
-            if best is None:
-                free[pool] += 1
-                continue
-            arrival, job, service = best.popleft()
-            queued -= 1
-            waits[job] = now - arrival
-            heapq.heappush(busy, (now + service, pool))
-            continue
-        arrival, service, labels = jobs[position]
-        index = class_of[labels]
-        pools_for = eligible[index]
-        chosen = pools_for[0] if len(pools_for) == 1 else max(pools_for, key=free.__getitem__)
-        if free[chosen] > 0:
-            free[chosen] -= 1
-            heapq.heappush(busy, (arrival + service, chosen))
+        if labels not in heaps_of:
+            heaps_of[labels] = [free_at[p] for p, (kind, count) in enumerate(pools) if count > 0 and labels <= kind]
+            if not heaps_of[labels]:
+                return None
+    waits: list[float] = []
+    append = waits.append
+    replace = heapq.heapreplace
+    for arrival, service, labels in jobs:
+        heaps = heaps_of[labels]
+        heap = heaps[0]
+        earliest = heap[0]
+        if len(heaps) > 1:  # inlined: a function call here costs a 100k-job replay a third of a second
+            opened = 0
+            soonest = heap
+            for candidate in heaps:
+                top = candidate[0]
+                if top <= arrival:
+                    if not opened:
+                        heap = candidate
+                    opened += 1
+                elif top < soonest[0]:
+                    soonest = candidate
+            if not opened:
+                heap = soonest
+            elif opened > 1:
+                heap = _most_free(heaps, arrival)
+            earliest = heap[0]
+        if arrival >= earliest:
+            replace(heap, arrival + service)
+            append(0.0)
         else:
-            waiting[index].append((arrival, position, service))
-            queued += 1
-        position += 1
+            replace(heap, earliest + service)
+            append(earliest - arrival)
     return waits
+
+
+def _most_free(heaps: list[list[float]], arrival: float) -> list[float]:
+    """Of the pools' slot heaps, the one with most slots free at ``arrival`` (the first on a tie)."""
+    # A heap holds a pool's few slots; map() counts them in C.
+    return max(heaps, key=lambda heap: sum(map(arrival.__ge__, heap)))
 
 
 def allocate(weights: Sequence[float], slots: int) -> list[int] | None:
@@ -126,15 +128,35 @@ def allocate(weights: Sequence[float], slots: int) -> list[int] | None:
 
 
 def runner_pools(jobs: Sequence[SimJob]) -> list[tuple[frozenset[str], float]]:
-    """The kinds of slot the trace shows, each with the busy seconds its runners had."""
+    """The kinds of slot the trace shows, each with the busy seconds its runners had.
+
+    A job whose runner is not named (``""``: the forge no longer says) adds its busy time to
+    the first kind that can serve it, or, where none can, to a kind of its own labels.
+    """
     labels: dict[str, set[str]] = defaultdict(set)
     busy: dict[str, float] = defaultdict(float)
+    unnamed: list[SimJob] = []
     for job in jobs:
+        if not job.runner:
+            unnamed.append(job)
+            continue
         labels[job.runner].update(job.labels)
         busy[job.runner] += job.service
     kinds: dict[frozenset[str], float] = defaultdict(float)
     for runner, seen in labels.items():
         kinds[frozenset(seen)] += busy[runner]
+    named = sorted(kinds, key=sorted)
+    orphans: set[str] = set()
+    orphan_busy = 0.0
+    for job in unnamed:
+        home = next((kind for kind in named if job.labels <= kind), None)
+        if home is None:
+            orphans.update(job.labels)
+            orphan_busy += job.service
+        else:
+            kinds[home] += job.service
+    if orphans:
+        kinds[frozenset(orphans)] += orphan_busy
     return sorted(kinds.items(), key=lambda item: sorted(item[0]))
 
 

@@ -1,8 +1,9 @@
 """What every latency source is asked with, and the forge client it is asked through."""
 
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner_ctl.forge.httpcache import ApiCounters, HttpCache
@@ -10,7 +11,31 @@ from runner_ctl.forge.rest import RestClient, cache_slug
 from runner_ctl.latency.model import Filters
 from runner_ctl.latency.window import Window
 
-__all__ = ["SourceOptions"]
+__all__ = ["Gaps", "SourceOptions"]
+
+
+MAX_NAMED = 20  # missing runs named in a report; the count says how many more
+
+
+@dataclass
+class Gaps:
+    """What a source could not count, for the report to say: jobs without ``created_at``
+    (GitHub before 2023, older GitHub Enterprise Server) and runs whose jobs answered 404
+    (deleted after they were listed)."""
+
+    no_created_at: int = 0
+    missing_runs: list[tuple[int, str]] = field(default_factory=list)  # (id, name)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, *, no_created_at: int = 0, missing_run: tuple[int, str] | None = None) -> None:
+        with self._lock:  # sources fetch runs' jobs from several threads
+            self.no_created_at += no_created_at
+            if missing_run is not None:
+                self.missing_runs.append(missing_run)
+
+    def missing_json(self) -> dict[str, object]:
+        named = [name for _, name in sorted(self.missing_runs)]
+        return {"runs": len(named), "names": named[:MAX_NAMED]}
 
 
 @dataclass(frozen=True)
@@ -26,6 +51,7 @@ class SourceOptions:
     counters: ApiCounters
     max_wait: float = 120.0
     sleep: Callable[[float], None] = time.sleep
+    gaps: Gaps = field(default_factory=Gaps)
 
     def client(
         self, *, forge: str, auth_headers: dict[str, str], not_found: str, cache_parts: tuple[str, ...]

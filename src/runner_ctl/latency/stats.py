@@ -2,8 +2,11 @@
 
 Definitions (the README's "Definitions" say the same):
 
-- Only jobs that reached a runner count: skipped jobs and jobs that never started (no
-  ``started_at`` or no runner) are excluded and counted.
+- Only jobs that reached a runner count: skipped jobs and jobs that never started are
+  excluded and counted. A job never started when it has no ``started_at``, or when it
+  has no runner and finished in the second it started (cancelled while queued). A job
+  with ``started_at`` and a later end (or none yet) ran, even when the forge no longer
+  names its runner (``runner_name: null``, a runner deleted since).
 - A re-run lists the earlier attempt's successful jobs again ("carried forward"): same run,
   name, runner and ``started_at``, but a new ``created_at``, hence a negative queue. They
   are one execution: the earliest attempt's is kept, the others are counted and dropped.
@@ -31,14 +34,20 @@ __all__ = [
     "by_hour",
     "inferred_slots",
     "is_hosted",
+    "one_runner_per_job",
     "percentile",
     "prepare",
+    "ran",
     "summarize",
 ]
 
 QUEUE_KEYS = ("p50", "p90", "p95", "p99", "max", "mean")
 SHORT_KEYS = ("p50", "p95")
 OVERLAP_TOLERANCE = 5.0
+# A trace this large in which nearly every runner ran one job shows runners made per job
+# (ephemeral or just-in-time runners, Kubernetes pods): it counts jobs, not slots.
+ONE_PER_JOB_MIN_JOBS = 20
+ONE_PER_JOB_SHARE = 0.9
 # GitHub-hosted runner images (ubuntu-latest, ubuntu-24.04, windows-2022, macos-14-arm64, ...)
 # and GitLab.com's hosted runners (saas-linux-small-amd64, ...).
 _HOSTED_LABEL = re.compile(r"^(ubuntu|windows|macos)-[\w.-]+$|^saas-[\w.-]+$")
@@ -56,6 +65,15 @@ def is_hosted(job: Job) -> bool:
     if runner.startswith("GitHub Actions ") or "runners-manager.gitlab.com" in runner:
         return True
     return any(_HOSTED_LABEL.match(label) for label in job.labels)
+
+
+def ran(job: Job) -> bool:
+    """Whether a (not skipped) job reached a runner, judged by its timestamps."""
+    if job.started_at is None:
+        return False
+    if job.runner_name:
+        return True
+    return job.completed_at is None or job.completed_at > job.started_at
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ is measurably slower on 100k jobs
@@ -103,13 +121,13 @@ def prepare(jobs: Iterable[Job]) -> Prepared:
     ordered = sorted(jobs, key=attrgetter("run_attempt", "created_at"))
     starts = _attempt_starts(ordered)
     prepared = Prepared(attempt_starts=starts)
-    seen: set[tuple[int | str, str, str, float]] = set()
-    hosted: dict[tuple[tuple[str, ...], str, bool | None], bool] = {}  # few distinct keys, many jobs
+    seen: set[tuple[int | str, str, str | None, float]] = set()
+    hosted: dict[tuple[tuple[str, ...], str | None, bool | None], bool] = {}  # few distinct keys, many jobs
     for job in ordered:
         if job.conclusion == "skipped" or job.status in _NEVER_RAN:
             prepared.skipped += 1
             continue
-        if job.started_at is None or not job.runner_name:
+        if job.started_at is None or not ran(job):
             prepared.not_started += 1
             continue
         identity = (job.run_id, job.name, job.runner_name, job.started_at)
@@ -180,7 +198,7 @@ def attempt_wall_clocks(jobs: Sequence[Job], starts: dict[AttemptKey, float] | N
     ends: dict[AttemptKey, float] = {}
     unfinished: set[AttemptKey] = set()
     for job in jobs:
-        if job.started_at is None or not job.runner_name or job.conclusion == "skipped":
+        if job.started_at is None or not ran(job) or job.conclusion == "skipped":
             continue
         key = (job.run_id, job.run_attempt)
         if job.completed_at is None:
@@ -212,3 +230,15 @@ def inferred_slots(executions: Sequence[Execution]) -> int:
             peak = max(peak, running)
         total += max(1, peak)
     return total
+
+
+def one_runner_per_job(executions: Sequence[Execution]) -> bool:
+    """Whether the self-hosted runners have a unique name per job, so the slots cannot be inferred."""
+    jobs_of: dict[str, int] = defaultdict(int)
+    for execution in executions:
+        if not execution.hosted and execution.job.runner_name:
+            jobs_of[execution.job.runner_name] += 1
+    if sum(jobs_of.values()) < ONE_PER_JOB_MIN_JOBS:
+        return False
+    single = sum(1 for count in jobs_of.values() if count == 1)
+    return single >= ONE_PER_JOB_SHARE * len(jobs_of)
