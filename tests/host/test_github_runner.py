@@ -72,6 +72,7 @@ class Runners:
     runner_user: str
     data_dir: str
     saved: dict[str, Any]  # every key as the host was deployed (a rehearsal's stand-in data included)
+    live_layers: list[str]  # the host's layers that can be deployed again (conftest.live_layers)
     tmp: Path
     names: list[str]
     operator_token: str
@@ -94,7 +95,7 @@ class Runners:
         data = {
             **self.saved,
             **self.world.group_data,
-            "layers": [*self.saved["layers"], "github_runner"],
+            "layers": [*(layer for layer in self.live_layers if layer != "github_runner"), "github_runner"],
             "github_runner_name_prefix": PREFIX,
             **overrides,
         }
@@ -118,7 +119,7 @@ class Runners:
 
 @pytest.fixture(scope="module")
 def runners(
-    test_host: DisposableHost, settings: HostSettings, tmp_path_factory: pytest.TempPathFactory
+    test_host: DisposableHost, settings: HostSettings, live_layers: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Runners]:
     base = settings.of(BaseLayerSettings)
     # On a test host every secret reference resolves to its stand-in: the API must accept that one.
@@ -126,17 +127,22 @@ def runners(
     tmp = tmp_path_factory.mktemp("github-runner")
     with rehearsal_world(test_host.controller_address, token, tmp) as world:
         names = [f"{PREFIX}{test_host.name}-{repo.split('/')[1]}-1" for repo in REPOSITORIES]
-        state = Runners(test_host, world, base.runner_user, base.data_dir, settings.dump(), tmp, names, token, [])
+        state = Runners(
+            test_host, world, base.runner_user, base.data_dir, settings.dump(), live_layers, tmp, names, token, []
+        )
         state.slots_before = state.remote(f"ls -A {RUNNER_ROOT} 2>/dev/null || true").stdout.split()
         try:
             yield state
         finally:
             state.deploy("cleanup", github_runner_registrations=registrations(present=False))
-            # The host as it was deployed: this layer's own registrations (a rehearsal's) included.
-            restore = tmp / "restore"
-            restore.mkdir()
-            (restore / "all.py").write_text("".join(f"{key} = {value!r}\n" for key, value in state.saved.items()))
-            _pyinfra(test_host, PROJECT_ROOT / "deploys" / "runner_host.py", "--group-data", str(restore))
+            # The host as it was deployed: this layer's own registrations (a rehearsal's) included,
+            # while the stand-ins they name still run.
+            if "github_runner" in live_layers:
+                restore = tmp / "restore"
+                restore.mkdir()
+                saved = "".join(f"{key} = {value!r}\n" for key, value in state.saved.items())
+                (restore / "all.py").write_text(saved)
+                _pyinfra(test_host, PROJECT_ROOT / "deploys" / "runner_host.py", "--group-data", str(restore))
 
 
 def _tokens(state: Runners) -> list[str]:
