@@ -18,7 +18,7 @@ import typer
 from runner_ctl.clikit import check_http_url, check_text
 from runner_ctl.errors import ConfigError, UsageError
 from runner_ctl.lock.client import LockClient, ServiceUnreachableError
-from runner_ctl.lock.fleet import CLIENT_TOKEN_FILE, LockConfig, read_lock_config
+from runner_ctl.lock.fleet import CLIENT_TOKEN_FILE, LOCK_CONFIG_FILE, LockConfig, read_lock_config
 from runner_ctl.lock.serve import DEFAULT_LISTEN, DEFAULT_PORT
 from runner_ctl.lock.states import validate_env
 from runner_ctl.lock.tokens import read_client_secret
@@ -40,8 +40,8 @@ def _lock_access(
         url = check_http_url(
             os.environ["RUNNER_CTL_LOCK_URL"], "RUNNER_CTL_LOCK_URL", example=f"http://{DEFAULT_LISTEN}"
         )
-    elif via_ssh is None and (config := read_lock_config()) is not None:
-        url = check_http_url(config.url, "the url in /etc/runner-ctl/lock.json", example=f"http://{DEFAULT_LISTEN}")
+    elif via_ssh is None and (config := read_lock_config(LOCK_CONFIG_FILE)) is not None:
+        url = check_http_url(config.url, f"the url in {LOCK_CONFIG_FILE}", example=f"http://{DEFAULT_LISTEN}")
     else:
         url = f"http://{DEFAULT_LISTEN}"
     if via_ssh is not None:
