@@ -17,6 +17,7 @@ from runner_ctl.testhost._host import (
     host_names,
     list_hosts,
     network_hosts,
+    route_to_controller_address,
 )
 from runner_ctl.testhost._images import APT_REPO_MOUNT, APT_SOURCE_LINE, ROOTFS_PACKAGES, repo_packages
 from runner_ctl.testhost._network import DEFAULT_PRIVATE_SUBNET, DEFAULT_SUBNET, host_capacity, private_subnet, subnet
@@ -42,5 +43,6 @@ __all__ = [
     "network_hosts",
     "private_subnet",
     "repo_packages",
+    "route_to_controller_address",
     "subnet",
 ]

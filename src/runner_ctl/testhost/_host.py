@@ -37,6 +37,7 @@ from runner_ctl.testhost._network import (
     host_capacity,
     network_netns,
     private_subnet,
+    route_to_controller,
     slot_network,
     subnet,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "host_names",
     "list_hosts",
     "network_hosts",
+    "route_to_controller_address",
 ]
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,10}$")
@@ -227,6 +229,18 @@ def _validate_name(name: str, what: str = "test host name") -> None:
 
 def network_hosts(network: str) -> list[DisposableHost]:
     return [h for h in list_hosts() if h.network == network]
+
+
+def route_to_controller_address(host: DisposableHost, address: str) -> None:
+    """Let ``host`` reach ``address``, another host's controller end, through its own.
+
+    The controller answers for all of its addresses on any veth, so a service it runs for a
+    whole fleet (a rehearsal's stand-ins) listens on one address every host can reach; the
+    host still reaches nothing beyond the controller.
+    """
+    if address not in {str(a) for a in subnet().hosts()}:
+        raise UsageError(f"{address} is not a controller address in {subnet()}")
+    route_to_controller(host.network_links, address)
 
 
 def free_host_slots() -> int:

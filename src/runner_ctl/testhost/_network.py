@@ -35,6 +35,7 @@ __all__ = [
     "network_netns",
     "private_network_exists",
     "private_subnet",
+    "route_to_controller",
     "slot_network",
     "subnet",
 ]
@@ -197,6 +198,15 @@ def attach_private(net: HostNetwork, network: str, address: str) -> None:
     prefixlen = private_subnet().prefixlen
     run(["ip", "-n", net.netns, "addr", "add", f"{address}/{prefixlen}", "dev", "eth1"], what=what)
     run(["ip", "-n", net.netns, "link", "set", "eth1", "up"], what=what)
+
+
+def route_to_controller(net: HostNetwork, address: str) -> None:
+    """Route ``address``, one of the controller's own, through this host's veth (still only the controller)."""
+    what = f"routing {net.netns} to the controller's {address}"
+    run(
+        ["ip", "-n", net.netns, "route", "replace", f"{address}/32", "via", net.controller_address, "dev", "eth0"],
+        what=what,
+    )
 
 
 def destroy_private_network(network: str) -> None:
