@@ -34,6 +34,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from gevent.lock import Semaphore
 from pyinfra.api.deploy import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.host import Host
@@ -157,8 +158,15 @@ def _lock_address(fleet: _Fleet) -> str:
     return address
 
 
+# pyinfra prepares the hosts of a fleet in parallel greenlets, and two pip builds in one source
+# tree trip over each other's build/ directory: one build at a time, the next finds it done.
+_BUILDING = Semaphore()
+
+
 def _install() -> OperationMeta | None:
-    wheelhouse = build_wheelhouse(PROJECT_ROOT, host.get_fact(Arch))
+    arch = host.get_fact(Arch)
+    with _BUILDING:
+        wheelhouse = build_wheelhouse(PROJECT_ROOT, arch)
     apt.packages(name="Install Python and git", packages=list(SPEC.apt_packages), no_recommends=True)
     files.directory(name=f"{PREFIX}", path=PREFIX, mode="755")
     files.sync(

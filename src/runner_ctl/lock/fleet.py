@@ -11,9 +11,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from runner_ctl.errors import ConfigError
 
 __all__ = [
@@ -72,6 +69,11 @@ def forward_key(directory: Path) -> ForwardKey:
     ``directory`` is the operator's secrets directory (or a rehearsal's stand-in directory):
     every host of the fleet must get the same key, so it is made on the operator's machine.
     """
+    # Here, not at the top: the key is made on the operator's machine, and the hosts' runner-ctl
+    # (which reads lock.json through this module) is installed without cryptography.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     path = directory / FORWARD_KEY_NAME
     if not path.exists():
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
