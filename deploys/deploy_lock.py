@@ -48,7 +48,7 @@ from pyinfra.operations.util import any_changed
 from runner_ctl.errors import ConfigError
 from runner_ctl.layerkit import host_settings, put_secret, render_template, settings_defaults
 from runner_ctl.layers.base import BaseLayerSettings
-from runner_ctl.layers.deploy_lock import SPEC, DeployLockSettings, fleet_lock_host
+from runner_ctl.layers.deploy_lock import SPEC, DeployLockSettings, fleet_lock_host, private_ipv4
 from runner_ctl.lock.fleet import CLIENT_TOKEN_FILE, LOCK_CONFIG_FILE, ForwardKey, forward_key
 from runner_ctl.secretrefs import config_dir, resolve_lock_secrets
 from runner_ctl.wheelhouse import build_wheelhouse
@@ -150,12 +150,15 @@ def _secrets(fleet: _Fleet, settings: DeployLockSettings) -> tuple[dict[str, str
 
 def _lock_address(fleet: _Fleet) -> str:
     address = fleet.lock_host.data.get("private_ipv4")
-    if not isinstance(address, str) or not address:
+    if not address:
         raise PyinfraError(
             f"deploy_lock_host {fleet.lock_host.name} has no private_ipv4; the other hosts reach the lock "
             "service across the private network (the inventory sets it per host)"
         )
-    return address
+    try:
+        return private_ipv4(fleet.lock_host.name, address)
+    except ValueError as error:
+        raise PyinfraError(str(error)) from None
 
 
 # pyinfra prepares the hosts of a fleet in parallel greenlets, and two pip builds in one source
@@ -380,8 +383,8 @@ def deploy_lock() -> None:
     fleet = _fleet()
     # Before anything is queued: a bad secret, a missing address or host key writes nothing.
     secrets, key = _secrets(fleet, settings)
-    if not fleet.serves:
-        _lock_address(fleet)
+    if len(fleet.hosts) > 1:
+        _lock_address(fleet)  # on every host, the lock host too: the whole fleet stops, not half of it
     install = _install()
     files.directory(name="/etc/runner-ctl", path="/etc/runner-ctl", user="root", group="root", mode="755")
     client_token = put_secret(
