@@ -4,6 +4,9 @@
 report is asserted by tests/test_rehearse.py, and the host it leaves running is the target
 of the host checks in tests/host/ and of the other host-marked tests; it is torn down at
 the end of the session.
+
+``fleet_rehearsal``: likewise one ``runner-ctl rehearse --hosts 2 --keep --json``, asserted by
+tests/test_rehearse.py; its two hosts are the target of the fleet checks in tests/fleet/.
 """
 
 import json
@@ -35,9 +38,8 @@ def runner_ctl(
     )
 
 
-@pytest.fixture(scope="session")
-def rehearsal() -> Iterator[dict[str, Any]]:
-    done = runner_ctl("rehearse", "--keep", "--json", timeout=2400)
+def _kept_rehearsal(*args: str) -> Iterator[dict[str, Any]]:
+    done = runner_ctl("rehearse", "--keep", "--json", *args, timeout=3600)
     lines = done.stdout.strip().splitlines()
     assert lines, f"rehearse printed nothing; stderr: {done.stderr[-2000:]}"
     report: dict[str, Any] = json.loads(lines[-1])
@@ -46,5 +48,16 @@ def rehearsal() -> Iterator[dict[str, Any]]:
     try:
         yield report
     finally:
-        if report.get("host"):
-            runner_ctl("testhost", "down", report["host"], timeout=120)
+        # The first host last: a fleet's stand-in secrets live in its directory.
+        for name in reversed(report.get("hosts") or ([report["host"]] if report.get("host") else [])):
+            runner_ctl("testhost", "down", name, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def rehearsal() -> Iterator[dict[str, Any]]:
+    yield from _kept_rehearsal()
+
+
+@pytest.fixture(scope="session")
+def fleet_rehearsal() -> Iterator[dict[str, Any]]:
+    yield from _kept_rehearsal("--hosts", "2")

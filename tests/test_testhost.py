@@ -1,13 +1,17 @@
-"""Disposable test hosts: two at once, each reachable only over its own veth, torn down by PID."""
+"""Disposable test hosts: two at once, each reachable only over its own veth, torn down by PID;
+hosts on one private network reach each other there."""
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runner_ctl.testhost import get_host, harness_dir, list_hosts
-from tests.conftest import runner_ctl
+from tests.conftest import PROJECT_ROOT, runner_ctl
 
 pytestmark = pytest.mark.host
 
@@ -110,3 +114,79 @@ def test_a_running_host_whose_state_file_is_corrupt_is_left_alone() -> None:
         state.write_text(intact)
         runner_ctl("testhost", "down", "thd", timeout=120)
     assert not state.parent.exists()
+
+
+def _reach(ssh_config: str, name: str, address: str) -> bool:
+    """Whether ``name`` can open a TCP connection to sshd at ``address`` (bounded by timeout)."""
+    probe = _ssh(ssh_config, name, f"timeout 5 bash -c '</dev/tcp/{address}/22'")
+    return probe.returncode == 0
+
+
+def test_hosts_on_one_private_network_reach_each_other_and_nothing_beyond_the_controller() -> None:
+    names = ("tpa", "tpb", "tpc")
+    try:
+        up_a = runner_ctl("testhost", "up", "--name", "tpa", "--network", "tpn", "--json", timeout=900)
+        assert up_a.returncode == 0, up_a.stderr
+        up_b = runner_ctl("testhost", "up", "--name", "tpb", "--network", "tpn", "--json", timeout=900)
+        assert up_b.returncode == 0, up_b.stderr
+        up_c = runner_ctl("testhost", "up", "--name", "tpc", "--json", timeout=900)
+        assert up_c.returncode == 0, up_c.stderr
+        a, b, c = (json.loads(up.stdout) for up in (up_a, up_b, up_c))
+        assert a["network"] == b["network"] == "tpn"
+        assert a["private_ipv4"] != b["private_ipv4"]
+        assert "private_ipv4" not in c  # a host of no network keeps the plain contract
+
+        # Each reaches the other's private address; the host of no network reaches neither.
+        assert _reach(a["ssh_config"], "tpa", b["private_ipv4"])
+        assert _reach(b["ssh_config"], "tpb", a["private_ipv4"])
+        assert not _reach(c["ssh_config"], "tpc", a["private_ipv4"])
+        # Still nothing beyond the controller: no default route, and the controller is not on the bridge.
+        for host in (a, b):
+            assert _ssh(host["ssh_config"], host["name"], "ip -4 route show default").stdout.strip() == ""
+        controller = {addr for link in json.loads(
+            subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, check=True).stdout
+        ) for addr in (i["local"] for i in link.get("addr_info", []))}  # fmt: skip
+        assert a["private_ipv4"] not in controller and b["private_ipv4"] not in controller
+
+        # The record, the listing and the inventory carry the private address.
+        assert get_host("tpa").private_address == a["private_ipv4"]
+        listed = {h["name"]: h for h in json.loads(runner_ctl("testhost", "list", "--json").stdout)}
+        assert listed["tpb"]["private_ipv4"] == b["private_ipv4"] and listed["tpb"]["network"] == "tpn"
+        assert listed["tpc"]["private_ipv4"] is None
+        inventory = runpy_inventory("tpa,tpb")
+        assert [(n, d["private_ipv4"]) for n, d in inventory] == [
+            ("tpa", a["private_ipv4"]),
+            ("tpb", b["private_ipv4"]),
+        ]
+        # One fleet, one set of stand-in secrets.
+        assert inventory[0][1]["secret_standins"] == inventory[1][1]["secret_standins"]
+
+        # `testhost ssh NAME -- CMD` runs CMD on that host and returns its exit code.
+        ran = runner_ctl("testhost", "ssh", "tpb", "--", "hostname; exit 3")
+        assert (ran.returncode, ran.stdout.strip()) == (3, "tpb"), ran.stderr
+
+        # The network lives as long as its last host.
+        assert runner_ctl("testhost", "down", "tpa", timeout=120).returncode == 0
+        assert Path("/run/netns/rctnet-tpn").exists()
+        assert _ssh(b["ssh_config"], "tpb", "true").returncode == 0
+        assert runner_ctl("testhost", "down", "tpb", timeout=120).returncode == 0
+        assert not Path("/run/netns/rctnet-tpn").exists()
+    finally:
+        for name in names:
+            if any(h.name == name for h in list_hosts()):
+                runner_ctl("testhost", "down", name, timeout=120)
+
+
+def runpy_inventory(names: str) -> list[tuple[str, dict[str, Any]]]:
+    """inventories/testhost.py's hosts, loaded as pyinfra loads an inventory file."""
+    script = "import json, runpy; print(json.dumps(runpy.run_path('inventories/testhost.py')['runner_hosts']))"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "RUNNER_CTL_TESTHOST": names},
+    )
+    return [(name, data) for name, data in json.loads(done.stdout)]

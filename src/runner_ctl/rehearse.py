@@ -1,17 +1,20 @@
-"""``runner-ctl rehearse``: the production deploy, tried on a disposable local Debian 12 host.
+"""``runner-ctl rehearse``: the production deploy, tried on disposable local Debian 12 hosts.
 
 Steps, each named in the report when it fails:
 
-1. validate  - group data, before any host is touched
-2. boot      - a fresh test host
-3. first deploy  - the pyinfra deploy, with production's group data plus the test host's
-   connection data and local apt source; for the layers whose outside world cannot be reached
-   from here (GitHub's and GitLab's APIs, the runner releases and packages), the checkout's
-   stand-ins in tests/standins/ are started on the controller's address and the group data
-   points those layers at them, each said in the report (``standins``)
-4. host checks   - tests/host (testinfra over SSH)
-5. second deploy - the same deploy again; pyinfra must report zero changed operations
-6. teardown  - unless kept
+1. validate  - group data and ``--hosts``, before any host is touched
+2. boot      - a fresh test host; with ``--hosts N`` > 1, N hosts on one fresh private
+   network (as DigitalOcean's VPC), the fleet production gets from ``runner_count = N``
+3. first deploy  - the pyinfra deploy over an inventory of every host, with production's
+   group data plus the test hosts' connection data and local apt source; for the layers whose
+   outside world cannot be reached from here (GitHub's and GitLab's APIs, the runner releases
+   and packages), the checkout's stand-ins in tests/standins/ are started on the first host's
+   controller address (which every host of a fleet is routed to) and the group data points
+   those layers at them, each said in the report (``standins``)
+4. host checks   - tests/host (testinfra over SSH), on each host
+5. fleet checks  - tests/fleet, once for the whole fleet (only with more than one host)
+6. second deploy - the same deploy again; pyinfra must report zero changed operations on every host
+7. teardown  - unless kept
 """
 
 import contextlib
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from runner_ctl.errors import PrerequisiteError, RunnerCtlError, StepError, UsageError
-from runner_ctl.hostchecks import CheckRun, run_host_checks
+from runner_ctl.hostchecks import CheckRun, combine_checks, run_fleet_checks, run_host_checks
 from runner_ctl.hostdata import (
     DeployLockSettings,
     HostSettings,
@@ -46,12 +49,18 @@ from runner_ctl.testhost import (
     boot_host,
     check_prerequisites,
     destroy_host,
+    free_host_slots,
+    host_capacity,
+    private_subnet,
+    route_to_controller_address,
+    subnet,
 )
 
 __all__ = [
     "HOST_DATA_FILE",
     "REAL_SECRETS_ENV",
     "RehearsalReport",
+    "check_host_count",
     "load_settings",
     "rehearse",
     "resolve_deploy",
@@ -85,6 +94,8 @@ class RehearsalReport:
     second_run: DeployRun | None = None
     checks: CheckRun | None = None
     host: str | None = None
+    hosts: list[str] = field(default_factory=list)
+    fleet_checks: CheckRun | None = None
     kept: bool = False
     failed_step: str | None = None
     error: str | None = None
@@ -92,7 +103,10 @@ class RehearsalReport:
     standins: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        """The ``rehearse --json`` contract (plus host, failed_step, error and logs)."""
+        """The ``rehearse --json`` contract (plus host, hosts, fleet_checks, failed_step, error and logs).
+
+        ``host`` is the first host (the only one without ``--hosts``); ``hosts`` names them all.
+        """
         empty_run = {"seconds": 0.0, "operations": 0, "changed": 0}
         return {
             "ok": self.ok,
@@ -101,6 +115,8 @@ class RehearsalReport:
             "second_run": self.second_run.summary() if self.second_run else empty_run,
             "checks": self.checks.summary() if self.checks else {"passed": 0, "failed": 0},
             "host": self.host,
+            "hosts": self.hosts,
+            "fleet_checks": self.fleet_checks.summary() if self.fleet_checks else {"passed": 0, "failed": 0},
             "kept": self.kept,
             "failed_step": self.failed_step,
             "error": self.error,
@@ -186,11 +202,44 @@ def start_standin_worlds(
     return data, summaries
 
 
+def check_host_count(hosts: int) -> None:
+    """A one-line error, before any host boots, when ``--hosts`` cannot be had here."""
+    capacity = host_capacity()
+    if hosts < 1:
+        raise UsageError(f"--hosts {hosts} is out of range; expected 1 to {capacity} test hosts")
+    free = free_host_slots()
+    if hosts > free:
+        raise UsageError(
+            f"--hosts {hosts} is more than the test host ranges hold: {subnet()} and {private_subnet()} "
+            f"hold {capacity} hosts, {capacity - free} in use; ask for at most {free}, or set larger "
+            "RUNNER_CTL_TESTHOST_SUBNET / RUNNER_CTL_TESTHOST_PRIVATE_SUBNET"
+        )
+
+
 def write_group_data(directory: Path, data: dict[str, Any]) -> Path:
     """``data`` as a pyinfra group data directory (``all.py``) that ``--group-data`` loads."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "all.py").write_text("".join(f"{key} = {value!r}\n" for key, value in data.items()))
     return directory
+
+
+def _boot(booted: list[DisposableHost], count: int, progress: Progress) -> None:
+    """Boot ``count`` hosts into ``booted`` (appended as each comes up, for the caller's teardown).
+
+    One host boots exactly as it always has. A fleet shares one fresh private network, and
+    every host is routed to the first host's controller address, where the stand-ins listen.
+    """
+    if count == 1:
+        progress("booting a disposable Debian 12 test host")
+        booted.append(boot_host(volume_mb=REHEARSAL_VOLUME_MB))
+        return
+    network = f"rf{secrets.token_hex(4)}"
+    for index in range(count):
+        progress(f"booting disposable Debian 12 test host {index + 1} of {count} on private network {network}")
+        host = boot_host(volume_mb=REHEARSAL_VOLUME_MB, network=network)
+        booted.append(host)
+        if index:
+            route_to_controller_address(host, booted[0].controller_address)
 
 
 def rehearse(
@@ -199,14 +248,17 @@ def rehearse(
     project_root: Path,
     keep: bool = False,
     real_secrets: bool = False,
+    hosts: int = 1,
     progress: Progress = print,
 ) -> RehearsalReport:
     """Run every step; never raises for a failing step (the report names it).
 
     Secrets are generated stand-ins unless ``real_secrets``: a rehearsal needs no access to
-    production's secrets, and never copies them to a test host.
+    production's secrets, and never copies them to a test host. ``hosts`` > 1 rehearses a
+    fleet: every step runs over all of them, plus the fleet checks.
     """
     root, deploy_file = resolve_deploy(deploy, project_root)
+    check_host_count(hosts)
     settings = load_settings(root)  # bad group data raises here, before any host exists
     if real_secrets:
         # The same check the layer makes, before a host is booted for nothing.
@@ -219,12 +271,12 @@ def rehearse(
         )
     report = RehearsalReport(layers=list(settings.layers))
     step = "boot"
-    host: DisposableHost | None = None
+    fleet: list[DisposableHost] = []
     stack = contextlib.ExitStack()
     try:
-        progress("booting a disposable Debian 12 test host")
-        host = boot_host(volume_mb=REHEARSAL_VOLUME_MB)
-        report.host = host_name = host.name
+        _boot(fleet, hosts, progress)
+        host = fleet[0]
+        names = [each.name for each in fleet]
         logs = cache_dir() / "rehearse" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{host.name}"
         logs.mkdir(parents=True, exist_ok=True)
         report.logs = str(logs)
@@ -236,31 +288,53 @@ def rehearse(
             progress(f"stand-in: {summary}")
         settings = load_settings(root, standin_data)
         group_data = write_group_data(Path(host.directory) / STANDIN_GROUP_DATA, standin_data)
-        (Path(host.directory) / HOST_DATA_FILE).write_text(json.dumps(settings.dump()))
+        for each in fleet:
+            (Path(each.directory) / HOST_DATA_FILE).write_text(json.dumps(settings.dump()))
 
         def deploy_once(label: str) -> DeployRun:
             return run_deploy(
                 project_root=root,
                 inventory=root / "inventories" / "testhost.py",
                 deploy=deploy_file,
-                env={"RUNNER_CTL_TESTHOST": host_name, REAL_SECRETS_ENV: "1" if real_secrets else "0"},
+                env={"RUNNER_CTL_TESTHOST": ",".join(names), REAL_SECRETS_ENV: "1" if real_secrets else "0"},
                 log_path=logs / f"{label.replace(' ', '-')}.log",
                 label=label,
                 group_data=group_data,
             )
 
+        where = ", ".join(f"{each.name} ({each.address})" for each in fleet)
         step = "first deploy"
-        progress(f"{step}: {deploy_file.relative_to(root)} on {host.name} ({host.address})")
+        progress(f"{step}: {deploy_file.relative_to(root)} on {where}")
         report.first_run = deploy_once(step)
 
         step = "host checks"
-        progress(f"{step}: tests/host on {host.name}")
-        report.checks = run_host_checks(project_root=root, host_name=host.name, log_dir=logs)
+        runs = []
+        for each in fleet:
+            progress(f"{step}: tests/host on {each.name}")
+            runs.append(
+                run_host_checks(
+                    project_root=root,
+                    host_name=each.name,
+                    log_dir=logs if len(fleet) == 1 else logs / each.name,
+                    fleet=names,
+                )
+            )
+        report.checks = combine_checks(names, runs)
         if report.checks.failed:
             raise StepError(
                 f"{report.checks.failed} host check(s) failed: {', '.join(report.checks.failures)} "
                 f"(log: {report.checks.log})"
             )
+
+        if len(fleet) > 1:
+            step = "fleet checks"
+            progress(f"{step}: tests/fleet on {', '.join(names)}")
+            report.fleet_checks = run_fleet_checks(project_root=root, fleet=names, log_dir=logs / "fleet")
+            if report.fleet_checks.failed:
+                raise StepError(
+                    f"{report.fleet_checks.failed} fleet check(s) failed: {', '.join(report.fleet_checks.failures)} "
+                    f"(log: {report.fleet_checks.log})"
+                )
 
         step = "second deploy"
         progress(f"{step}: the same deploy again, which must change nothing")
@@ -275,15 +349,19 @@ def rehearse(
         report.failed_step = step
         report.error = error.message
     finally:
-        stack.close()  # the stand-ins stop before the host goes
-        if host is not None and not keep:
-            progress(f"tearing down {host.name}")
-            try:
-                destroy_host(host.name)
-            except RunnerCtlError as error:
-                if report.ok:
-                    report.ok, report.failed_step, report.error = False, "teardown", error.message
-                else:
-                    report.error = f"{report.error}; teardown also failed: {error.message}"
-        report.kept = host is not None and keep
+        stack.close()  # the stand-ins stop before the hosts go
+        report.hosts = [each.name for each in fleet]
+        report.host = report.hosts[0] if report.hosts else None
+        if not keep:
+            # The first host last: the fleet's stand-in secrets live in its directory.
+            for each in reversed(fleet):
+                progress(f"tearing down {each.name}")
+                try:
+                    destroy_host(each.name)
+                except RunnerCtlError as error:
+                    if report.ok:
+                        report.ok, report.failed_step, report.error = False, "teardown", error.message
+                    else:
+                        report.error = f"{report.error}; teardown also failed: {error.message}"
+        report.kept = bool(fleet) and keep
     return report

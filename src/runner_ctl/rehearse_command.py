@@ -33,14 +33,15 @@ def _render_report(report: RehearsalReport, console: Console) -> None:
     for summary in report.standins:
         console.print(f"stand-in: {summary}", markup=False)
     console.print(table)
-    if report.checks:
-        console.print(
-            f"host checks: {report.checks.passed} passed, {report.checks.failed} failed "
-            f"({report.checks.seconds:.1f} s)",
-            markup=False,
-        )
-    if report.kept and report.host:
-        console.print(f"kept test host {report.host}: runner-ctl testhost ssh {report.host}", markup=False)
+    for label, checks in (("host checks", report.checks), ("fleet checks", report.fleet_checks)):
+        if checks:
+            console.print(
+                f"{label}: {checks.passed} passed, {checks.failed} failed ({checks.seconds:.1f} s)",
+                markup=False,
+            )
+    if report.kept:
+        for name in report.hosts:
+            console.print(f"kept test host {name}: runner-ctl testhost ssh {name}", markup=False)
     if report.ok:
         console.print("rehearsal passed", style="bold green")
     else:
@@ -64,8 +65,16 @@ def rehearse_command(
             help="Resolve the group data's secret references for real. [default: generated stand-ins]",
         ),
     ] = False,
+    hosts: Annotated[
+        int,
+        typer.Option(
+            "--hosts",
+            help="Rehearse a fleet of this many hosts on one private network (like runner_count), "
+            "with the fleet checks (tests/fleet) too.",
+        ),
+    ] = 1,
 ) -> None:
-    """Deploy to a fresh local Debian 12 host, run the host checks, deploy again (must change nothing)."""
+    """Deploy to fresh local Debian 12 hosts, run the host checks, deploy again (must change nothing)."""
     out = stderr if as_json else plain_console()
 
     def progress(message: str) -> None:
@@ -78,13 +87,17 @@ def rehearse_command(
             project_root=project_root,
             keep=keep,
             real_secrets=real_secrets,
+            hosts=hosts,
             progress=progress,
         )
 
     try:
         report = run()
     except KeyboardInterrupt:  # the rehearsal has already torn its host down
-        fail("interrupted; the test host was torn down", 130)
+        fail(
+            "interrupted; the test host was torn down" if hosts == 1 else "interrupted; the test hosts were torn down",
+            130,
+        )
     except RunnerCtlError as error:
         if as_json:
             failed = RehearsalReport(failed_step="validate", error=error.message)

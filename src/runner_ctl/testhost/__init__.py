@@ -1,7 +1,9 @@
 """Disposable local Debian 12 hosts: debootstrap + systemd-nspawn + veth + a local apt repository.
 
 Addresses come from ``10.213.0.0/24`` (override: ``RUNNER_CTL_TESTHOST_SUBNET``), one /30
-per host; caches and host state live under ``<cache>/testhost`` (``RUNNER_CTL_CACHE_DIR``).
+per host; hosts on one private network (``--network NAME``, like a DigitalOcean VPC) also get
+an address from ``10.214.0.0/24`` (override: ``RUNNER_CTL_TESTHOST_PRIVATE_SUBNET``); caches
+and host state live under ``<cache>/testhost`` (``RUNNER_CTL_CACHE_DIR``).
 """
 
 from runner_ctl.testhost._host import (
@@ -9,18 +11,22 @@ from runner_ctl.testhost._host import (
     DisposableHost,
     boot_host,
     destroy_host,
+    free_host_slots,
     get_host,
     harness_dir,
     host_names,
     list_hosts,
+    network_hosts,
+    route_to_controller_address,
 )
 from runner_ctl.testhost._images import APT_REPO_MOUNT, APT_SOURCE_LINE, ROOTFS_PACKAGES, repo_packages
-from runner_ctl.testhost._network import DEFAULT_SUBNET
+from runner_ctl.testhost._network import DEFAULT_PRIVATE_SUBNET, DEFAULT_SUBNET, host_capacity, private_subnet, subnet
 from runner_ctl.testhost._prereqs import check_prerequisites
 
 __all__ = [
     "APT_REPO_MOUNT",
     "APT_SOURCE_LINE",
+    "DEFAULT_PRIVATE_SUBNET",
     "DEFAULT_SUBNET",
     "ROOTFS_PACKAGES",
     "VOLUME_DEVICE",
@@ -28,9 +34,15 @@ __all__ = [
     "boot_host",
     "check_prerequisites",
     "destroy_host",
+    "free_host_slots",
     "get_host",
     "harness_dir",
+    "host_capacity",
     "host_names",
     "list_hosts",
+    "network_hosts",
+    "private_subnet",
     "repo_packages",
+    "route_to_controller_address",
+    "subnet",
 ]

@@ -29,8 +29,15 @@ from runner_ctl.paths import cache_dir
 from runner_ctl.testhost._images import APT_REPO_MOUNT, APT_SOURCE_LINE, build_lock, ensure_apt_repo, ensure_rootfs
 from runner_ctl.testhost._network import (
     HostNetwork,
+    attach_private,
     create_network,
     destroy_network,
+    destroy_private_network,
+    ensure_private_network,
+    host_capacity,
+    network_netns,
+    private_subnet,
+    route_to_controller,
     slot_network,
     subnet,
 )
@@ -41,10 +48,13 @@ __all__ = [
     "DisposableHost",
     "boot_host",
     "destroy_host",
+    "free_host_slots",
     "get_host",
     "harness_dir",
     "host_names",
     "list_hosts",
+    "network_hosts",
+    "route_to_controller_address",
 ]
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,10}$")
@@ -82,9 +92,13 @@ class DisposableHost:
     # Teardown signals this PID: never 0, 1 or negative (kill(-1) signals every process).
     pid: Annotated[int, Field(gt=1)] | None = None
     pid_start_time: Annotated[int, Field(ge=0)] | None = None
+    # The private network the host shares with others (``testhost up --network``), and its
+    # address there: what DigitalOcean calls the VPC and the droplet's private IPv4.
+    network: str | None = None
+    private_address: str | None = None
 
     @property
-    def network(self) -> HostNetwork:
+    def network_links(self) -> HostNetwork:
         return HostNetwork(self.slot, self.netns, self.veth, self.controller_address, self.address)
 
     @property
@@ -115,6 +129,15 @@ class DisposableHost:
             "address": self.address,
             "ssh_config": self.ssh_config,
             "ssh_key": self.ssh_key,
+        }
+
+    def listing(self) -> dict[str, str | bool | None]:
+        """The ``testhost list --json`` entry: ``public()`` plus state and private network."""
+        return {
+            **self.public(),
+            "running": self.running(),
+            "network": self.network,
+            "private_ipv4": self.private_address,
         }
 
     def save(self) -> None:
@@ -196,12 +219,44 @@ def get_host(name: str) -> DisposableHost:
     return host
 
 
-def _validate_name(name: str) -> None:
+def _validate_name(name: str, what: str = "test host name") -> None:
     if not _NAME.fullmatch(name):
         raise UsageError(
-            f"test host name {name!r} is invalid; expected a lower-case letter then up to 10 "
+            f"{what} {name!r} is invalid; expected a lower-case letter then up to 10 "
             "letters, digits or '-' (e.g. 'rh1')"
         )
+
+
+def network_hosts(network: str) -> list[DisposableHost]:
+    return [h for h in list_hosts() if h.network == network]
+
+
+def route_to_controller_address(host: DisposableHost, address: str) -> None:
+    """Let ``host`` reach ``address``, another host's controller end, through its own.
+
+    The controller answers for all of its addresses on any veth, so a service it runs for a
+    whole fleet (a rehearsal's stand-ins) listens on one address every host can reach; the
+    host still reaches nothing beyond the controller.
+    """
+    if address not in {str(a) for a in subnet().hosts()}:
+        raise UsageError(f"{address} is not a controller address in {subnet()}")
+    route_to_controller(host.network_links, address)
+
+
+def free_host_slots() -> int:
+    """How many more test hosts fit in the address ranges now (each host takes one of each)."""
+    return max(0, host_capacity() - len(host_names()))
+
+
+def _private_address(network: str) -> str:
+    taken = {h.private_address for h in network_hosts(network)}
+    for candidate in private_subnet().hosts():
+        if str(candidate) not in taken:
+            return str(candidate)
+    raise ConfigError(
+        f"private network {network} is full ({private_subnet()}); "
+        "set a larger RUNNER_CTL_TESTHOST_PRIVATE_SUBNET or take hosts off it"
+    )
 
 
 def _allocate(name: str | None) -> tuple[str, HostNetwork]:
@@ -243,15 +298,18 @@ def _addresses_in_use() -> set[str]:
     return {info["local"] for link in listing for info in link.get("addr_info", []) if "local" in info}
 
 
-def boot_host(name: str | None = None, *, volume_mb: int = 0) -> DisposableHost:
+def boot_host(name: str | None = None, *, volume_mb: int = 0, network: str | None = None) -> DisposableHost:
     """Boot a fresh test host and return once sshd accepts its key.
 
     ``volume_mb`` > 0 gives the host a block device of that size with an ext4 filesystem,
     like a DigitalOcean volume created with ``initial_filesystem_type = "ext4"``; the host
-    sees it at ``VOLUME_DEVICE``.
+    sees it at ``VOLUME_DEVICE``. ``network`` puts it on that private network (made if new).
     """
     if name is not None:
         _validate_name(name)
+    if network is not None:
+        _validate_name(network, what="private network name")
+        private_subnet()  # a bad range stops us here
     if not 0 <= volume_mb <= 1_048_576:
         raise UsageError(f"--volume-mb {volume_mb} is out of range; expected 0 (none) to 1048576 MiB")
     check_prerequisites()
@@ -261,6 +319,7 @@ def boot_host(name: str | None = None, *, volume_mb: int = 0) -> DisposableHost:
     repo = ensure_apt_repo(base, rootfs)
     with build_lock(base):
         name, net = _allocate(name)
+        private = _private_address(network) if network else None
         directory = _hosts_dir() / name
         directory.mkdir(parents=True)
         host = DisposableHost(
@@ -276,6 +335,8 @@ def boot_host(name: str | None = None, *, volume_mb: int = 0) -> DisposableHost:
             known_hosts=str(directory / "known_hosts"),
             apt_repo=str(repo),
             volume_mb=volume_mb,
+            network=network,
+            private_address=private,
         )
         host.save()  # from here on, 'testhost down NAME' can clean up whatever exists
     try:
@@ -283,6 +344,11 @@ def boot_host(name: str | None = None, *, volume_mb: int = 0) -> DisposableHost:
         if volume_mb:
             host = _attach_volume(host)
         create_network(net)
+        if network and private:
+            # Under the lock: a network is never removed between its making and its next port.
+            with build_lock(base):
+                ensure_private_network(network)
+                attach_private(net, network, private)
         host = _start(host)
         _wait_for_ssh(host)
     except BaseException:
@@ -513,6 +579,7 @@ def _destroy_corrupt(name: str) -> None:
         for line in run(["losetup", "-j", image], what="finding the test host's volume").splitlines():
             run(["losetup", "-d", line.split(":", 1)[0]], what="detaching the test host's volume")
     destroy_network(HostNetwork(0, f"runner-ctl-{name}", f"rct-{name}", "", ""))
+    _prune_private_networks()
     _remove_directory(name, directory)
 
 
@@ -543,5 +610,26 @@ def destroy_host(name: str) -> None:
         raise RunnerCtlError(f"test host {name} (pid {host.pid}) did not stop; nothing was removed")
     _release_swap(host.rootfs)
     _detach_volume(host)
-    destroy_network(host.network)
+    destroy_network(host.network_links)
+    _prune_private_networks()
     _remove_directory(name, Path(host.directory))
+
+
+def _prune_private_networks() -> None:
+    """Remove every private network whose last host is gone (its bridge has no port left).
+
+    Decided by the bridge itself, not by state files, so a host torn down from a corrupt
+    state file still takes its network along; under the build lock, so a network being
+    made is never seen without its first port.
+    """
+    netns_dir = Path("/run/netns")
+    if not netns_dir.is_dir():
+        return
+    with build_lock(harness_dir()):
+        for path in sorted(netns_dir.glob(network_netns("*"))):
+            network = path.name.removeprefix(network_netns(""))
+            links = json.loads(
+                run(["ip", "-n", path.name, "-j", "link", "show"], what=f"listing private network {network}") or "[]"
+            )
+            if not [link for link in links if link.get("ifname") not in ("lo", "br0")]:
+                destroy_private_network(network)

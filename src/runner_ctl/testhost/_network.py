@@ -4,6 +4,14 @@ Every test host gets one /30 from a dedicated range (default ``10.213.0.0/24``, 
 with ``RUNNER_CTL_TESTHOST_SUBNET``): the first address is the controller's end of the
 veth pair, the second the host's ``eth0``. The host has no default route, so nothing it
 does can leave the controller.
+
+Hosts started with ``--network NAME`` also share a private network, as DigitalOcean's VPC
+does: a bridge ``br0`` in a network namespace of its own (``rctnet-NAME``, made by the
+network's first host, removed with its last) and one more veth per host, ``eth1`` inside
+the host. Their ``eth1`` addresses come from a second range (default ``10.214.0.0/24``,
+override with ``RUNNER_CTL_TESTHOST_PRIVATE_SUBNET``) that must not overlap the first. The
+bridge has no address and the controller is not on it, so the hosts reach each other and
+still nothing beyond the controller.
 """
 
 import ipaddress
@@ -11,19 +19,32 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner_ctl._proc import run
+from runner_ctl._proc import run, run_unchecked
 from runner_ctl.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_PRIVATE_SUBNET",
     "DEFAULT_SUBNET",
     "HostNetwork",
+    "attach_private",
     "create_network",
     "destroy_network",
+    "destroy_private_network",
+    "ensure_private_network",
+    "host_capacity",
+    "network_netns",
+    "private_network_exists",
+    "private_subnet",
+    "route_to_controller",
     "slot_network",
     "subnet",
 ]
 
 DEFAULT_SUBNET = "10.213.0.0/24"
+DEFAULT_PRIVATE_SUBNET = "10.214.0.0/24"
+PRIVATE_SUBNET_ENV = "RUNNER_CTL_TESTHOST_PRIVATE_SUBNET"
+# Inside a private network's own namespace: the bridge, and each host's port on it.
+BRIDGE = "br0"
 
 
 def subnet() -> ipaddress.IPv4Network:
@@ -39,6 +60,32 @@ def subnet() -> ipaddress.IPv4Network:
             f"RUNNER_CTL_TESTHOST_SUBNET={text!r} is too small; expected /30 or larger, e.g. {DEFAULT_SUBNET}"
         )
     return network
+
+
+def private_subnet() -> ipaddress.IPv4Network:
+    """The range private networks take their addresses from; each network uses all of it."""
+    text = os.environ.get(PRIVATE_SUBNET_ENV, DEFAULT_PRIVATE_SUBNET)
+    try:
+        network = ipaddress.IPv4Network(text)
+    except ValueError:
+        raise ConfigError(
+            f"{PRIVATE_SUBNET_ENV}={text!r} is invalid; expected an IPv4 network such as {DEFAULT_PRIVATE_SUBNET}"
+        ) from None
+    if network.prefixlen > 30:
+        raise ConfigError(
+            f"{PRIVATE_SUBNET_ENV}={text!r} is too small; expected /30 or larger, e.g. {DEFAULT_PRIVATE_SUBNET}"
+        )
+    if network.overlaps(subnet()):
+        raise ConfigError(
+            f"{PRIVATE_SUBNET_ENV}={text!r} overlaps the controller range {subnet()}; "
+            f"pick a range apart from it, e.g. {DEFAULT_PRIVATE_SUBNET}"
+        )
+    return network
+
+
+def host_capacity() -> int:
+    """How many test hosts the ranges hold at once: one /30 each, one private address each."""
+    return min(subnet().num_addresses // 4, private_subnet().num_addresses - 2)
 
 
 @dataclass(frozen=True)
@@ -104,8 +151,65 @@ def _exists(kind: str, name: str) -> bool:
 
 
 def destroy_network(net: HostNetwork) -> None:
-    """Remove the namespace and veth pair; absent pieces are fine (teardown is re-runnable)."""
+    """Remove the namespace and veth pairs; absent pieces are fine (teardown is re-runnable)."""
     if _exists("link", net.veth):
         run(["ip", "link", "del", net.veth], what=f"removing veth {net.veth}")
+    port = _private_port(net)
+    if _exists("link", port):  # left in the controller's namespace by an interrupted attach
+        run(["ip", "link", "del", port], what=f"removing veth {port}")
     if _exists("netns", net.netns):
+        # Deleted here, not with the namespace (which the kernel frees later): the bridge must
+        # have lost this port by the time teardown asks whether the network is empty.
+        run_unchecked(["ip", "-n", net.netns, "link", "del", "eth1"], what="removing eth1", timeout=30)
         run(["ip", "netns", "del", net.netns], what=f"removing network namespace {net.netns}")
+
+
+def network_netns(network: str) -> str:
+    return f"rctnet-{network}"
+
+
+def private_network_exists(network: str) -> bool:
+    return _exists("netns", network_netns(network))
+
+
+def ensure_private_network(network: str) -> None:
+    """The network's bridge namespace, made by its first host (the caller holds the build lock)."""
+    netns = network_netns(network)
+    if _exists("netns", netns):
+        return
+    what = f"creating private network {network}"
+    run(["ip", "netns", "add", netns], what=what)
+    run(["ip", "-n", netns, "link", "add", BRIDGE, "type", "bridge"], what=what)
+    run(["ip", "-n", netns, "link", "set", BRIDGE, "up"], what=what)
+
+
+def _private_port(net: HostNetwork) -> str:
+    return f"rcp-{net.netns.removeprefix('runner-ctl-')}"
+
+
+def attach_private(net: HostNetwork, network: str, address: str) -> None:
+    """Give the host ``eth1`` with ``address`` on the network's bridge."""
+    netns = network_netns(network)
+    port = _private_port(net)
+    what = f"attaching {net.netns} to private network {network}"
+    run(["ip", "link", "add", port, "type", "veth", "peer", "name", "eth1", "netns", net.netns], what=what)
+    run(["ip", "link", "set", port, "netns", netns], what=what)
+    run(["ip", "-n", netns, "link", "set", port, "master", BRIDGE, "up"], what=what)
+    prefixlen = private_subnet().prefixlen
+    run(["ip", "-n", net.netns, "addr", "add", f"{address}/{prefixlen}", "dev", "eth1"], what=what)
+    run(["ip", "-n", net.netns, "link", "set", "eth1", "up"], what=what)
+
+
+def route_to_controller(net: HostNetwork, address: str) -> None:
+    """Route ``address``, one of the controller's own, through this host's veth (still only the controller)."""
+    what = f"routing {net.netns} to the controller's {address}"
+    run(
+        ["ip", "-n", net.netns, "route", "replace", f"{address}/32", "via", net.controller_address, "dev", "eth0"],
+        what=what,
+    )
+
+
+def destroy_private_network(network: str) -> None:
+    """Remove the bridge namespace (its last host is gone; absent is fine)."""
+    if _exists("netns", network_netns(network)):
+        run(["ip", "netns", "del", network_netns(network)], what=f"removing private network {network}")

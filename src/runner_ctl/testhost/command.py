@@ -25,11 +25,24 @@ def testhost_up(
     volume_mb: Annotated[
         int, typer.Option(help="Attach an ext4 block volume of this many MiB (like a DigitalOcean volume).")
     ] = 0,
+    network: Annotated[
+        str | None,
+        typer.Option(
+            help="Also put the host on this private network (like a DigitalOcean VPC), made by its first host; "
+            'with --json, adds "network" and "private_ipv4".'
+        ),
+    ] = None,
 ) -> None:
     """Boot a disposable Debian 12 host and wait until it answers SSH."""
-    host = guard(lambda: boot_host(name, volume_mb=volume_mb))
+    host = guard(lambda: boot_host(name, volume_mb=volume_mb, network=network))
     if as_json:
-        print(json.dumps(host.public()))
+        extra = {"network": host.network, "private_ipv4": host.private_address} if network else {}
+        print(json.dumps({**host.public(), **extra}))
+    elif network:
+        print(
+            f"{host.name} is up at {host.address}, {host.private_address} on network {network}: "
+            f"runner-ctl testhost ssh {host.name}"
+        )
     else:
         print(f"{host.name} is up at {host.address}: runner-ctl testhost ssh {host.name}")
 
@@ -41,13 +54,14 @@ def testhost_list(
     """List test hosts and whether each is running."""
     hosts = guard(list_hosts)
     if as_json:
-        print(json.dumps([{**h.public(), "running": h.running()} for h in hosts]))
+        print(json.dumps([h.listing() for h in hosts]))
         return
     table = Table(show_header=True, header_style="bold")
-    for column in ("name", "address", "state", "ssh_config"):
+    for column in ("name", "address", "private", "state", "ssh_config"):
         table.add_column(column)
     for h in hosts:
-        table.add_row(h.name, h.address, "running" if h.running() else "stopped", h.ssh_config)
+        private = f"{h.private_address} ({h.network})" if h.network else "-"
+        table.add_row(h.name, h.address, private, "running" if h.running() else "stopped", h.ssh_config)
     plain_console().print(table)
 
 
