@@ -3,6 +3,7 @@
 Each test leaves the host as the rehearsal left it: deployed, and a further deploy changes nothing.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,8 @@ pytestmark = pytest.mark.host
 
 RUNNER_HOST = Path(__file__).resolve().parents[1] / "deploys" / "runner_host.py"
 CLIENT_TOKEN = "/etc/runner-ctl/lock-client.token"  # noqa: S105 - a path
+OLD_DB_DIR = "/var/lib/runner-ctl-lockd"
+NEW_DB = "/var/lib/ci/runner-ctl/lock.db"  # data_dir's default, which the rehearsal keeps
 BREAK_DROP_IN = "/etc/systemd/system/runner-ctl-lockd.service.d/90-test-break.conf"
 
 
@@ -88,3 +91,58 @@ def test_a_service_that_does_not_answer_fails_the_deploy(kept_host: DisposableHo
     repaired = _pyinfra(kept_host, RUNNER_HOST)
     assert repaired.returncode == 0, repaired.stderr
     _assert_deploy_changes_nothing(kept_host, tmp_path)
+
+
+def _as_runner(host: DisposableHost, script: str) -> subprocess.CompletedProcess[str]:
+    """A CI job's shell on the host: the runner user, no lock variables, no lock flags."""
+    quoted = "'" + script.replace("'", "'\"'\"'") + "'"
+    return subprocess.run(
+        ["ssh", "-F", host.ssh_config, "-o", "BatchMode=yes", host.name,
+         f"runuser -l runner -c {quoted}"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+_NEW_REPO = (
+    "set -e; d=$(mktemp -d); cd $d; git init -q .; "
+    "git -c user.email=ci@example.invalid -c user.name=ci commit -q --allow-empty -m check; "
+)
+
+
+def test_an_old_root_disk_database_moves_to_the_volume_once(kept_host: DisposableHost, tmp_path: Path) -> None:
+    """A host deployed before the move keeps its last deployed commits: the layer moves the database."""
+    env = f"move-{os.urandom(4).hex()}"
+    done = _as_runner(kept_host, _NEW_REPO + f"runner-ctl deploy --env {env} --commit HEAD --json -- true")
+    assert done.returncode == 0, done.stderr
+    deployed = json.loads(done.stdout.splitlines()[-1])["commit"]
+    # The host as an older layer left it: the database in the service's state directory.
+    _remote(
+        kept_host,
+        f"systemctl stop runner-ctl-lockd && mkdir -p {OLD_DB_DIR} && "
+        f"for s in '' -wal -shm; do if [ -e {NEW_DB}$s ]; then mv {NEW_DB}$s {OLD_DB_DIR}/lock.db$s; fi; done && "
+        "systemctl start runner-ctl-lockd",
+    )
+    moved = _pyinfra(kept_host, RUNNER_HOST)
+    assert moved.returncode == 0, moved.stderr
+    assert _remote(kept_host, f"test -e {OLD_DB_DIR}/lock.db || echo gone").strip() == "gone"
+    history = _as_runner(kept_host, f"runner-ctl deploy history --env {env} --json")
+    assert history.returncode == 0, history.stderr
+    assert deployed in {record["commit"] for record in json.loads(history.stdout)}
+    _assert_deploy_changes_nothing(kept_host, tmp_path)
+
+
+def test_a_deploy_names_the_lock_host_when_its_service_is_down(kept_host: DisposableHost) -> None:
+    _remote(kept_host, "systemctl stop runner-ctl-lockd")
+    try:
+        done = _as_runner(
+            kept_host,
+            _NEW_REPO + "RUNNER_CTL_LOCK_RETRY_SECONDS=1 runner-ctl deploy --env down --commit HEAD "
+            "-- touch /tmp/ran-unserialized",
+        )
+    finally:
+        _remote(kept_host, "systemctl start runner-ctl-lockd")
+    assert done.returncode == 6, done.stderr
+    [line] = done.stderr.strip().splitlines()[-1:]
+    assert f"lock host {kept_host.name} is unreachable" in line
+    assert "Traceback" not in done.stderr
+    assert _remote(kept_host, "test -e /tmp/ran-unserialized || echo no").strip() == "no"

@@ -1,5 +1,10 @@
-"""The deploy lock layer's spec (``deploys/deploy_lock.py``): runner-ctl's lock service and its tokens."""
+"""The deploy lock layer's spec (``deploys/deploy_lock.py``): runner-ctl's lock service and its tokens.
 
+A fleet has one lock service, on the host ``deploy_lock_host`` names; ``fleet_lock_host``
+checks that choice against the inventory before any host is touched.
+"""
+
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -7,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from runner_ctl.hostport import check_loopback
 from runner_ctl.layers._spec import LayerSettings, LayerSpec, non_empty_tuple
 
-__all__ = ["SPEC", "DeployLockSettings", "LockToken"]
+__all__ = ["SPEC", "DeployLockSettings", "LockToken", "fleet_lock_host"]
+
+_HOST_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,252}$"
 
 
 class LockToken(BaseModel):
@@ -43,6 +50,17 @@ class DeployLockSettings(LayerSettings):
         json_schema_extra={"form": "the name of one of deploy_lock_tokens"},
     )
 
+    deploy_lock_host: str | None = Field(
+        None,
+        pattern=_HOST_NAME,
+        description=(
+            "the inventory host that runs the fleet's one lock service (None: the first host of the "
+            "runner group); the others reach it through an SSH forward to its `private_ipv4`"
+        ),
+        examples=["runner-1"],
+        json_schema_extra={"form": "None, or the name of one host of the inventory"},
+    )
+
     @field_validator("deploy_lock_listen")
     @classmethod
     def _listen(cls, value: str) -> str:
@@ -62,6 +80,28 @@ class DeployLockSettings(LayerSettings):
         if self.deploy_lock_ci_token not in {t.name for t in self.deploy_lock_tokens}:
             raise ValueError(f"deploy_lock_ci_token {self.deploy_lock_ci_token!r} names no token")
         return self
+
+
+def fleet_lock_host(hosts: Sequence[tuple[str, str | None]]) -> str:
+    """The lock host of a fleet, from each host's (name, ``deploy_lock_host``) in inventory order.
+
+    None everywhere means the first host. Raises ValueError (one line) when the hosts disagree
+    or the name is no host of the inventory: every host must reach the same service.
+    """
+    if not hosts:
+        raise ValueError("deploy_lock_host: the inventory has no runner host")
+    first = hosts[0][0]
+    chosen = {value or first for _, value in hosts}
+    if len(chosen) > 1:
+        which = ", ".join(f"{name}: {value or first}" for name, value in hosts)
+        raise ValueError(f"deploy_lock_host: the hosts disagree ({which}); set it once, in group data for all hosts")
+    lock_host = chosen.pop()
+    names = [name for name, _ in hosts]
+    if lock_host not in names:
+        raise ValueError(
+            f"deploy_lock_host {lock_host!r} is no host of the inventory; expected one of {', '.join(names)}"
+        )
+    return lock_host
 
 
 SPEC = LayerSpec(

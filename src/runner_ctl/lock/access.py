@@ -1,6 +1,9 @@
 """How a command reaches the lock service: its URL, the client's secret, an SSH tunnel, ``--env``.
 
 Shared by the ``deploy`` and ``lock`` command groups; every flag is checked before any is used.
+On a host of the fleet, with no flag and no variable, the files the deploy lock layer writes
+are the defaults: ``/etc/runner-ctl/lock.json`` (the URL and the lock host's name) and the CI
+token file. A service that cannot be reached then is reported with the lock host's name.
 """
 
 import contextlib
@@ -14,7 +17,8 @@ import typer
 
 from runner_ctl.clikit import check_http_url, check_text
 from runner_ctl.errors import ConfigError, UsageError
-from runner_ctl.lock.client import LockClient
+from runner_ctl.lock.client import LockClient, ServiceUnreachableError
+from runner_ctl.lock.fleet import CLIENT_TOKEN_FILE, LOCK_CONFIG_FILE, LockConfig, read_lock_config
 from runner_ctl.lock.serve import DEFAULT_LISTEN, DEFAULT_PORT
 from runner_ctl.lock.states import validate_env
 from runner_ctl.lock.tokens import read_client_secret
@@ -23,24 +27,40 @@ from runner_ctl.lock.tunnel import ssh_tunnel
 __all__ = ["JsonFlag", "LockUrl", "TokenFile", "env_name", "lock_client"]
 
 
-def _lock_access(lock_url: str | None, token_file: Path | None, via_ssh: str | None = None) -> tuple[str, str]:
-    """The lock service's URL and the client's secret, every flag checked before any is used."""
+def _lock_access(
+    lock_url: str | None, token_file: Path | None, via_ssh: str | None = None
+) -> tuple[str, str, LockConfig | None]:
+    """The lock service's URL, the client's secret and the host's lock.json (when used), every flag checked first."""
+    # Only with no way given to reach the service: the flags and variables always win.
+    config = None
+    # An empty variable counts as unset: CI systems export unset variables as empty.
     if lock_url is not None:
         url = check_http_url(lock_url, "--lock-url", example=f"http://{DEFAULT_LISTEN}")
+    elif os.environ.get("RUNNER_CTL_LOCK_URL"):
+        url = check_http_url(
+            os.environ["RUNNER_CTL_LOCK_URL"], "RUNNER_CTL_LOCK_URL", example=f"http://{DEFAULT_LISTEN}"
+        )
+    elif via_ssh is None and (config := read_lock_config(LOCK_CONFIG_FILE)) is not None:
+        url = check_http_url(config.url, f"the url in {LOCK_CONFIG_FILE}", example=f"http://{DEFAULT_LISTEN}")
     else:
-        # An empty variable counts as unset: CI systems export unset variables as empty.
-        url = os.environ.get("RUNNER_CTL_LOCK_URL") or f"http://{DEFAULT_LISTEN}"
-        check_http_url(url, "RUNNER_CTL_LOCK_URL", example=f"http://{DEFAULT_LISTEN}")
+        url = f"http://{DEFAULT_LISTEN}"
     if via_ssh is not None:
         check_text(via_ssh, "--via-ssh", example="runner-1.example.com")
         if via_ssh.startswith("-") or any(char.isspace() for char in via_ssh):
             raise UsageError(
                 f"--via-ssh {via_ssh!r} is not an SSH host; expected [USER@]HOST, e.g. runner-1.example.com"
             )
-    secret = read_client_secret(token_file) if token_file else os.environ.get("RUNNER_CTL_LOCK_TOKEN", "")
+    if token_file:
+        secret = read_client_secret(token_file)
+    elif os.environ.get("RUNNER_CTL_LOCK_TOKEN"):
+        secret = os.environ["RUNNER_CTL_LOCK_TOKEN"]
+    elif CLIENT_TOKEN_FILE.exists():
+        secret = read_client_secret(CLIENT_TOKEN_FILE)
+    else:
+        secret = ""
     if not secret:
         raise ConfigError("no deploy lock token: set RUNNER_CTL_LOCK_TOKEN or pass --token-file PATH")
-    return url, secret
+    return url, secret, config
 
 
 def _retry_seconds() -> float:
@@ -56,7 +76,7 @@ def _retry_seconds() -> float:
 
 @contextlib.contextmanager
 def lock_client(lock_url: str | None, token_file: Path | None, via_ssh: str | None = None) -> Iterator[LockClient]:
-    url, secret = _lock_access(lock_url, token_file, via_ssh)
+    url, secret, config = _lock_access(lock_url, token_file, via_ssh)
     with contextlib.ExitStack() as stack:
         if via_ssh:
             remote = httpx.URL(url)
@@ -64,7 +84,21 @@ def lock_client(lock_url: str | None, token_file: Path | None, via_ssh: str | No
             url = f"http://127.0.0.1:{port}"
         client = LockClient(url, secret, retry_seconds=_retry_seconds())
         stack.callback(client.close)
-        yield client
+        try:
+            yield client
+        except ServiceUnreachableError as error:
+            if config is None:
+                raise
+            raise ServiceUnreachableError(_unreachable(config, error)) from None
+
+
+def _unreachable(config: LockConfig, error: ServiceUnreachableError) -> str:
+    """The client's message, with the lock host named and the way to look at it (the flags were not used)."""
+    reason = error.message.partition(" is unreachable ")[2].partition("; check")[0] or "no answer"
+    return (
+        f"the deploy lock service on lock host {config.lock_host} is unreachable at {config.url} {reason}; "
+        f"check runner-ctl-lockd on {config.lock_host} (and runner-ctl-lock-forward on this host if it is another)"
+    )
 
 
 def env_name(env: str) -> str:
