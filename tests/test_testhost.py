@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runner_ctl.testhost import get_host, harness_dir, list_hosts
+from runner_ctl.testhost import get_host, harness_dir, list_hosts, network_dir
 from tests.conftest import PROJECT_ROOT, runner_ctl
 
 
@@ -167,12 +167,16 @@ def test_hosts_on_one_private_network_reach_each_other_and_nothing_beyond_the_co
         ran = runner_ctl("testhost", "ssh", "tpb", "--", "hostname; exit 3")
         assert (ran.returncode, ran.stdout.strip()) == (3, "tpb"), ran.stderr
 
-        # The network lives as long as its last host.
+        # The network, and what its hosts share, lives as long as its last host.
+        shared = network_dir("tpn")
+        shared.mkdir(parents=True)
+        (shared / "kept-while-the-network-lives").touch()
         assert runner_ctl("testhost", "down", "tpa", timeout=120).returncode == 0
-        assert Path("/run/netns/rctnet-tpn").exists()
+        assert Path("/run/netns/rctnet-tpn").exists() and shared.is_dir()
         assert _ssh(b["ssh_config"], "tpb", "true").returncode == 0
         assert runner_ctl("testhost", "down", "tpb", timeout=120).returncode == 0
         assert not Path("/run/netns/rctnet-tpn").exists()
+        assert not shared.exists()
     finally:
         for name in names:
             if any(h.name == name for h in list_hosts()):

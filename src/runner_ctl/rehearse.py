@@ -361,7 +361,7 @@ def rehearse(
         report.hosts = [each.name for each in fleet]
         report.host = report.hosts[0] if report.hosts else None
         if not keep:
-            # The first host last: the fleet's stand-in secrets live in its directory.
+            # The first host last: the stand-ins' own files live in its directory.
             for each in reversed(fleet):
                 progress(f"tearing down {each.name}")
                 try:
