@@ -27,8 +27,9 @@ import shlex
 from pathlib import Path
 
 from pyinfra.api.deploy import deploy
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.context import host
+from pyinfra.context import host, inventory
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Mounts, Users
 from pyinfra.operations import apt, files, server, systemd
@@ -41,6 +42,7 @@ from runner_ctl.layerkit import (
     settings_defaults,
 )
 from runner_ctl.layers.base import SPEC, BaseLayerSettings
+from runner_ctl.layers.deploy_lock import private_ipv4
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "base"
 SWAP_FILE = "/swapfile"
@@ -58,6 +60,14 @@ def _template_values(settings: BaseLayerSettings) -> dict[str, object]:
     values: dict[str, object] = settings.model_dump()
     values["sshd_allow_ipv4"] = settings.sshd_allow_ipv4
     values["sshd_allow_ipv6"] = settings.sshd_allow_ipv6
+    # The fleet's own hosts reach sshd across the private network whatever sshd_allow_cidrs
+    # says: the deploy lock's forward (deploys/deploy_lock.py) is an SSH connection between them.
+    try:
+        values["fleet_ipv4"] = sorted(
+            {private_ipv4(o.name, o.data.get("private_ipv4")) for o in inventory if o.data.get("private_ipv4")}
+        )
+    except ValueError as error:
+        raise PyinfraError(str(error)) from None
     return values
 
 

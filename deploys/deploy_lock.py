@@ -34,7 +34,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from gevent.lock import Semaphore
+from gevent.lock import Semaphore  # type: ignore[import-untyped]  # pyinfra's greenlets: no stubs
 from pyinfra.api.deploy import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.host import Host
@@ -48,7 +48,7 @@ from pyinfra.operations.util import any_changed
 from runner_ctl.errors import ConfigError
 from runner_ctl.layerkit import host_settings, put_secret, render_template, settings_defaults
 from runner_ctl.layers.base import BaseLayerSettings
-from runner_ctl.layers.deploy_lock import SPEC, DeployLockSettings, fleet_lock_host
+from runner_ctl.layers.deploy_lock import SPEC, DeployLockSettings, fleet_lock_host, private_ipv4
 from runner_ctl.lock.fleet import CLIENT_TOKEN_FILE, LOCK_CONFIG_FILE, ForwardKey, forward_key
 from runner_ctl.secretrefs import config_dir, resolve_lock_secrets
 from runner_ctl.wheelhouse import build_wheelhouse
@@ -150,12 +150,15 @@ def _secrets(fleet: _Fleet, settings: DeployLockSettings) -> tuple[dict[str, str
 
 def _lock_address(fleet: _Fleet) -> str:
     address = fleet.lock_host.data.get("private_ipv4")
-    if not isinstance(address, str) or not address:
+    if not address:
         raise PyinfraError(
             f"deploy_lock_host {fleet.lock_host.name} has no private_ipv4; the other hosts reach the lock "
             "service across the private network (the inventory sets it per host)"
         )
-    return address
+    try:
+        return private_ipv4(fleet.lock_host.name, address)
+    except ValueError as error:
+        raise PyinfraError(str(error)) from None
 
 
 # pyinfra prepares the hosts of a fleet in parallel greenlets, and two pip builds in one source
@@ -236,6 +239,25 @@ def _database(data_dir: str) -> tuple[str, str]:
     return db_dir, db
 
 
+def _unit(dest: str, **values: object) -> tuple[OperationMeta, OperationMeta]:
+    """A systemd unit from its template in templates/deploy_lock, installed, enabled and running."""
+    service = dest.rsplit("/", 1)[1]
+    unit = files.put(
+        name=service,
+        src=io.StringIO(render_template(TEMPLATES / f"{service}.j2", **values)),
+        dest=dest,
+        mode="644",
+    )
+    started = systemd.service(
+        name=f"Run {service.removesuffix('.service')}",
+        service=service,
+        running=True,
+        enabled=True,
+        daemon_reload=bool(unit.will_change),
+    )
+    return unit, started
+
+
 def _serve(
     settings: DeployLockSettings, secrets: dict[str, str], data_dir: str
 ) -> tuple[list[OperationMeta], OperationMeta]:
@@ -251,28 +273,14 @@ def _serve(
         group=SERVICE_USER,
         mode="640",
     )
-    unit = files.put(
-        name="runner-ctl-lockd.service",
-        src=io.StringIO(
-            render_template(
-                TEMPLATES / "runner-ctl-lockd.service.j2",
-                service_user=SERVICE_USER,
-                venv=VENV,
-                listen=settings.deploy_lock_listen,
-                token_file=SERVICE_TOKENS,
-                db=db,
-                db_dir=db_dir,
-            )
-        ),
-        dest=LOCKD_UNIT,
-        mode="644",
-    )
-    started = systemd.service(
-        name="Run runner-ctl-lockd",
-        service="runner-ctl-lockd.service",
-        running=True,
-        enabled=True,
-        daemon_reload=bool(unit.will_change),
+    unit, started = _unit(
+        LOCKD_UNIT,
+        service_user=SERVICE_USER,
+        venv=VENV,
+        listen=settings.deploy_lock_listen,
+        token_file=SERVICE_TOKENS,
+        db=db,
+        db_dir=db_dir,
     )
     return [unit, service_tokens], started
 
@@ -321,29 +329,15 @@ def _forward(fleet: _Fleet, settings: DeployLockSettings, key: ForwardKey) -> li
         name="Forward key", content=key.private_openssh, dest=FORWARD_KEY, user=FORWARD_USER, group=FORWARD_USER,
         mode="600",
     )  # fmt: skip
-    unit = files.put(
-        name="runner-ctl-lock-forward.service",
-        src=io.StringIO(
-            render_template(
-                TEMPLATES / "runner-ctl-lock-forward.service.j2",
-                lock_host=fleet.lock_host.name,
-                user=FORWARD_USER,
-                key=FORWARD_KEY,
-                known_hosts=FORWARD_KNOWN_HOSTS,
-                port=port,
-                address=address,
-                listen=settings.deploy_lock_listen,
-            )
-        ),
-        dest=FORWARD_UNIT,
-        mode="644",
-    )
-    started = systemd.service(
-        name="Run runner-ctl-lock-forward",
-        service="runner-ctl-lock-forward.service",
-        running=True,
-        enabled=True,
-        daemon_reload=bool(unit.will_change),
+    unit, started = _unit(
+        FORWARD_UNIT,
+        lock_host=fleet.lock_host.name,
+        user=FORWARD_USER,
+        key=FORWARD_KEY,
+        known_hosts=FORWARD_KNOWN_HOSTS,
+        port=port,
+        address=address,
+        listen=settings.deploy_lock_listen,
     )
     systemd.service(
         name="Restart runner-ctl-lock-forward for its new unit, key or lock host",
@@ -380,8 +374,8 @@ def deploy_lock() -> None:
     fleet = _fleet()
     # Before anything is queued: a bad secret, a missing address or host key writes nothing.
     secrets, key = _secrets(fleet, settings)
-    if not fleet.serves:
-        _lock_address(fleet)
+    if len(fleet.hosts) > 1:
+        _lock_address(fleet)  # on every host, the lock host too: the whole fleet stops, not half of it
     install = _install()
     files.directory(name="/etc/runner-ctl", path="/etc/runner-ctl", user="root", group="root", mode="755")
     client_token = put_secret(

@@ -33,7 +33,6 @@ EXAMPLES = PROJECT_ROOT / "examples"
 GITHUB = EXAMPLES / "github" / "deploy.yml"
 GITLAB = EXAMPLES / "gitlab" / ".gitlab-ci.yml"
 RUNNER_CTL = "/opt/runner-ctl/venv/bin/runner-ctl"
-LOCK_CLIENT_FILE = "/etc/runner-ctl/lock-client.token"
 
 
 def load(path: Path) -> dict[Any, Any]:
@@ -119,9 +118,8 @@ def test_github_step_deploys_the_pushed_commit_with_the_token_from_a_file() -> N
     assert "--json" in deploy_options(script)
     assert "--reason" in deploy_options(script)
     assert " -- ./deploy.sh" in script
-    assert f"--token-file {LOCK_CLIENT_FILE}" in script or re.search(
-        r"RUNNER_CTL_LOCK_TOKEN=\"?\$\(cat /etc/runner-ctl/lock-client\.token\)", script
-    )
+    # On a fleet host, lock.json and the CI token file are the defaults: no lock flags.
+    assert "--token-file" not in script and "--lock-url" not in script and "RUNNER_CTL_LOCK" not in script
     assert "secrets." not in GITHUB.read_text(), "the lock token comes from the host, never a CI secret"
     assert "RUNNER_CTL_LOCK_TOKEN" not in step.get("env", {})
     assert "$GITHUB_STEP_SUMMARY" in script and "python3" in script
@@ -146,7 +144,7 @@ def test_gitlab_deploy_job_contract() -> None:
     assert f"{RUNNER_CTL} deploy" in script
     assert '--commit "$CI_COMMIT_SHA"' in script
     assert "--env production" in script
-    assert f"--token-file {LOCK_CLIENT_FILE}" in script
+    assert "--token-file" not in script and "--lock-url" not in script and "RUNNER_CTL_LOCK" not in script
     assert " -- ./deploy.sh" in script
     assert "--allow-rollback" not in deploy_options(script)
     assert re.search(r'exit "\$rc"\s*$', script)
@@ -189,7 +187,6 @@ class Step:
         text = github_deploy_step()["run"]
         runner_ctl = str(Path(sys.executable).parent / "runner-ctl")
         text = text.replace("${{ github.sha }}", commit).replace(RUNNER_CTL, runner_ctl)
-        text = text.replace(LOCK_CLIENT_FILE, str(self.token_file))
         assert "${{" not in text
         path = self.tmp / f"step-{commit[:12]}-{time.monotonic_ns()}.sh"
         path.write_text(text)
@@ -201,6 +198,10 @@ class Step:
 
     def env(self, allow_rollback: bool, summary: Path, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in self.service.env().items() if k != "RUNNER_CTL_LOCK_TOKEN"}
+        # This machine has no /etc/runner-ctl/lock-client.token: the token the host's file would
+        # give, from the environment (the host checks run the step's command with the real file).
+        if self.token_file.exists():
+            env["RUNNER_CTL_LOCK_TOKEN"] = self.token_file.read_text().strip().split(":", 1)[1]
         runner_temp = self.tmp / f"runner-temp-{time.monotonic_ns()}"
         runner_temp.mkdir()
         env.update(

@@ -90,8 +90,13 @@ def dry_fleet_deploy(tmp_path: Path, hosts: dict[str, dict[str, Any]], data: dic
         ({"rh1": {}, "rh2": {}}, {"deploy_lock_host": "rh3"}, "deploy_lock_host 'rh3' is no host of the inventory"),
         ({"rh1": {"deploy_lock_host": "rh1"}, "rh2": {"deploy_lock_host": "rh2"}}, {}, "the hosts disagree"),
         ({"rh1": {}, "rh2": {"private_ipv4": "10.0.0.2"}}, {}, "rh1 has no private_ipv4"),
+        (
+            {"rh1": {"private_ipv4": "10.0.0.1; drop"}, "rh2": {"private_ipv4": "10.0.0.2"}},
+            {},
+            "private_ipv4 '10.0.0.1; drop' is not a private IPv4 address",
+        ),
     ],
-    ids=["unknown host", "disagreeing hosts", "no private address"],
+    ids=["unknown host", "disagreeing hosts", "no private address", "bad private address"],
 )
 def test_a_bad_fleet_stops_before_any_operation(
     tmp_path: Path, hosts: dict[str, dict[str, Any]], data: dict[str, Any], words: str

@@ -147,3 +147,8 @@ deploy_lock_tokens = [
 ]
 # The token CI jobs on the host use: /etc/runner-ctl/lock-client.token, readable by runner_user.
 deploy_lock_ci_token = "ci"
+# The host that runs the fleet's one lock service; None: the first host of the runner group.
+# Every other host reaches it through an SSH forward to its private_ipv4 (the inventory's),
+# at the same loopback URL, so CI jobs pass no lock flags anywhere. Set it here, once for all
+# hosts: a name that is no host of the inventory, or hosts that disagree, stop the deploy.
+deploy_lock_host = None

@@ -4,6 +4,7 @@ A fleet has one lock service, on the host ``deploy_lock_host`` names; ``fleet_lo
 checks that choice against the inventory before any host is touched.
 """
 
+import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from runner_ctl.hostport import check_loopback
 from runner_ctl.layers._spec import LayerSettings, LayerSpec, non_empty_tuple
 
-__all__ = ["SPEC", "DeployLockSettings", "LockToken", "fleet_lock_host"]
+__all__ = ["SPEC", "DeployLockSettings", "LockToken", "fleet_lock_host", "private_ipv4"]
 
 _HOST_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,252}$"
 
@@ -102,6 +103,17 @@ def fleet_lock_host(hosts: Sequence[tuple[str, str | None]]) -> str:
             f"deploy_lock_host {lock_host!r} is no host of the inventory; expected one of {', '.join(names)}"
         )
     return lock_host
+
+
+def private_ipv4(name: str, value: object) -> str:
+    """A host's ``private_ipv4`` (inventory data), checked: it goes into a unit and the firewall."""
+    try:
+        address = ipaddress.IPv4Address(value) if isinstance(value, str) else None
+    except ValueError:
+        address = None
+    if address is None or not address.is_private:
+        raise ValueError(f"{name}: private_ipv4 {value!r} is not a private IPv4 address (e.g. '10.116.0.2')")
+    return str(address)
 
 
 SPEC = LayerSpec(
