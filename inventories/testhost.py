@@ -8,8 +8,9 @@ place of Debian's mirrors, the local apt repository each test host mounts; Bazel
 that repository too (``runner_ctl.layers.bazel.TESTHOST_DATA``).
 
 A test host needs no production secret: every secret reference resolves to a stand-in
-generated in the directory of the first host named (gone with it), unless
-RUNNER_CTL_REAL_SECRETS=1 (``runner-ctl rehearse --real-secrets``) asks for the real ones.
+generated in the host's own directory (gone with the host; for hosts on a private network,
+the network's, shared by the fleet and gone with it), unless RUNNER_CTL_REAL_SECRETS=1
+(``runner-ctl rehearse --real-secrets``) asks for the real ones.
 """
 
 import os
@@ -19,14 +20,10 @@ from runner_ctl.rehearse import REAL_SECRETS_ENV, standins_dir
 from runner_ctl.testhost import get_host
 
 
-def _host_entry(name: str, fleet_first: str) -> tuple[str, dict[str, object]]:
+def _host_entry(name: str) -> tuple[str, dict[str, object]]:
     test_host = get_host(name)
     volume = {"data_device": test_host.volume_device} if test_host.volume_device else {}
-    # One fleet, one set of stand-in secrets (the first host's): a secret shared by the hosts,
-    # such as the lock's CI token, must resolve to the same stand-in on every one of them.
-    standins = (
-        {} if os.environ.get(REAL_SECRETS_ENV) == "1" else {"secret_standins": str(standins_dir(get_host(fleet_first)))}
-    )
+    standins = {} if os.environ.get(REAL_SECRETS_ENV) == "1" else {"secret_standins": str(standins_dir(test_host))}
     private = {"private_ipv4": test_host.private_address} if test_host.private_address else {}
     return (
         test_host.name,
@@ -55,4 +52,4 @@ if not _names:
         "e.g. RUNNER_CTL_TESTHOST=rh1 (see 'runner-ctl testhost list')"
     )
 
-runner_hosts = [_host_entry(name, _names[0]) for name in _names]
+runner_hosts = [_host_entry(name) for name in _names]

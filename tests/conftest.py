@@ -48,7 +48,7 @@ def _kept_rehearsal(*args: str) -> Iterator[dict[str, Any]]:
     try:
         yield report
     finally:
-        # The first host last: a fleet's stand-in secrets live in its directory.
+        # The first host last, as rehearse tears a fleet down.
         for name in reversed(report.get("hosts") or ([report["host"]] if report.get("host") else [])):
             runner_ctl("testhost", "down", name, timeout=120)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from runner_ctl.hostchecks import CHECK_FLEET_ENV
 from runner_ctl.pyinfra_run import run_deploy
 from runner_ctl.testhost import DisposableHost, get_host
 from tests.conftest import PROJECT_ROOT
@@ -22,10 +23,13 @@ def kept_host(rehearsal: dict[str, Any]) -> DisposableHost:
 
 
 def _pyinfra(host: DisposableHost, deploy: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    # On a host of a rehearsed fleet: the whole fleet's inventory, limited to this host, as an
+    # operator deploys one host of a fleet (alone, it would make itself its own lock host).
+    fleet = os.environ.get(CHECK_FLEET_ENV) or host.name
     return subprocess.run(
-        [sys.executable, "-m", "pyinfra", "-y", *extra, "inventories/testhost.py", str(deploy)],
+        [sys.executable, "-m", "pyinfra", "-y", "--limit", host.name, *extra, "inventories/testhost.py", str(deploy)],
         cwd=PROJECT_ROOT,
-        env={**os.environ, "RUNNER_CTL_TESTHOST": host.name, "PYINFRA_PROGRESS": "off"},
+        env={**os.environ, "RUNNER_CTL_TESTHOST": fleet, "PYINFRA_PROGRESS": "off"},
         capture_output=True,
         text=True,
         timeout=600,

@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 
-from runner_ctl.testhost import get_host, harness_dir, list_hosts
+from runner_ctl.testhost import get_host, harness_dir, list_hosts, network_dir
 from tests.conftest import PROJECT_ROOT, runner_ctl
-
-pytestmark = pytest.mark.host
 
 
 def _ssh(ssh_config: str, name: str, command: str) -> subprocess.CompletedProcess[str]:
@@ -26,6 +24,7 @@ def _ssh(ssh_config: str, name: str, command: str) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.host
 def test_two_hosts_at_once_and_teardown_by_name() -> None:
     up_a = runner_ctl("testhost", "up", "--name", "tha", "--volume-mb", "64", "--json", timeout=900)
     assert up_a.returncode == 0, up_a.stderr
@@ -82,6 +81,7 @@ def test_two_hosts_at_once_and_teardown_by_name() -> None:
     assert any((harness_dir() / "apt").iterdir())
 
 
+@pytest.mark.host
 def test_duplicate_name_is_refused() -> None:
     up = runner_ctl("testhost", "up", "--name", "thc", "--json", timeout=900)
     assert up.returncode == 0, up.stderr
@@ -94,6 +94,7 @@ def test_duplicate_name_is_refused() -> None:
         runner_ctl("testhost", "down", "thc", timeout=120)
 
 
+@pytest.mark.host
 def test_a_running_host_whose_state_file_is_corrupt_is_left_alone() -> None:
     up = runner_ctl("testhost", "up", "--name", "thd", "--json", timeout=900)
     assert up.returncode == 0, up.stderr
@@ -122,6 +123,7 @@ def _reach(ssh_config: str, name: str, address: str) -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.host
 def test_hosts_on_one_private_network_reach_each_other_and_nothing_beyond_the_controller() -> None:
     names = ("tpa", "tpb", "tpc")
     try:
@@ -165,12 +167,16 @@ def test_hosts_on_one_private_network_reach_each_other_and_nothing_beyond_the_co
         ran = runner_ctl("testhost", "ssh", "tpb", "--", "hostname; exit 3")
         assert (ran.returncode, ran.stdout.strip()) == (3, "tpb"), ran.stderr
 
-        # The network lives as long as its last host.
+        # The network, and what its hosts share, lives as long as its last host.
+        shared = network_dir("tpn")
+        shared.mkdir(parents=True)
+        (shared / "kept-while-the-network-lives").touch()
         assert runner_ctl("testhost", "down", "tpa", timeout=120).returncode == 0
-        assert Path("/run/netns/rctnet-tpn").exists()
+        assert Path("/run/netns/rctnet-tpn").exists() and shared.is_dir()
         assert _ssh(b["ssh_config"], "tpb", "true").returncode == 0
         assert runner_ctl("testhost", "down", "tpb", timeout=120).returncode == 0
         assert not Path("/run/netns/rctnet-tpn").exists()
+        assert not shared.exists()
     finally:
         for name in names:
             if any(h.name == name for h in list_hosts()):
@@ -190,3 +196,27 @@ def runpy_inventory(names: str) -> list[tuple[str, dict[str, Any]]]:
         env={**os.environ, "RUNNER_CTL_TESTHOST": names},
     )
     return [(name, data) for name, data in json.loads(done.stdout)]
+
+
+PRIVATE = "RUNNER_CTL_TESTHOST_PRIVATE_SUBNET"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (("--network", "Bad_Name"), {}, "private network name 'Bad_Name' is invalid"),
+        (("--network", "tpx"), {PRIVATE: "10.213.0.0/16"}, "overlaps the controller range"),
+        (("--network", "tpx"), {PRIVATE: "10.214.0.0/31"}, "is too small"),
+        (("--network", "tpx"), {PRIVATE: "vpc"}, "is invalid"),
+    ],
+)
+def test_a_bad_private_network_is_refused_before_anything_is_made(
+    args: tuple[str, ...], env: dict[str, str], expected: str
+) -> None:
+    before = {h.name for h in list_hosts()}
+    done = runner_ctl("testhost", "up", "--name", "tpz", *args, env=env, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], done.stderr
+    assert {h.name for h in list_hosts()} == before
+    assert not Path("/run/netns/rctnet-tpx").exists()

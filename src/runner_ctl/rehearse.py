@@ -51,6 +51,7 @@ from runner_ctl.testhost import (
     destroy_host,
     free_host_slots,
     host_capacity,
+    network_dir,
     private_subnet,
     route_to_controller_address,
     subnet,
@@ -126,7 +127,14 @@ class RehearsalReport:
 
 
 def standins_dir(host: DisposableHost) -> Path:
-    """Where a test host's stand-in secrets live: its own directory, removed with it."""
+    """Where a test host's stand-in secrets live: its own directory, removed with it.
+
+    For a host on a private network, its network's directory: a fleet shares one set, so a
+    secret the hosts share (the lock's CI token, the forward's key) is the same stand-in on
+    each, however a deploy or a check names the hosts.
+    """
+    if host.network:
+        return network_dir(host.network) / "secret-standins"
     return Path(host.directory) / "secret-standins"
 
 
@@ -353,7 +361,7 @@ def rehearse(
         report.hosts = [each.name for each in fleet]
         report.host = report.hosts[0] if report.hosts else None
         if not keep:
-            # The first host last: the fleet's stand-in secrets live in its directory.
+            # The first host last: the stand-ins' own files live in its directory.
             for each in reversed(fleet):
                 progress(f"tearing down {each.name}")
                 try:

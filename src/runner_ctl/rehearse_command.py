@@ -93,11 +93,9 @@ def rehearse_command(
 
     try:
         report = run()
-    except KeyboardInterrupt:  # the rehearsal has already torn its host down
-        fail(
-            "interrupted; the test host was torn down" if hosts == 1 else "interrupted; the test hosts were torn down",
-            130,
-        )
+    except KeyboardInterrupt:  # the rehearsal has already torn its hosts down (unless kept)
+        hosts_were = "test host was" if hosts == 1 else "test hosts were"
+        fail(f"interrupted; the {hosts_were} {'kept' if keep else 'torn down'}", 130)
     except RunnerCtlError as error:
         if as_json:
             failed = RehearsalReport(failed_step="validate", error=error.message)

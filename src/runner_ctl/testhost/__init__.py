@@ -16,6 +16,7 @@ from runner_ctl.testhost._host import (
     harness_dir,
     host_names,
     list_hosts,
+    network_dir,
     network_hosts,
     route_to_controller_address,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "host_capacity",
     "host_names",
     "list_hosts",
+    "network_dir",
     "network_hosts",
     "private_subnet",
     "repo_packages",

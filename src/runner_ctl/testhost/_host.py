@@ -53,6 +53,7 @@ __all__ = [
     "harness_dir",
     "host_names",
     "list_hosts",
+    "network_dir",
     "network_hosts",
     "route_to_controller_address",
 ]
@@ -70,6 +71,12 @@ def harness_dir() -> Path:
 
 def _hosts_dir() -> Path:
     return harness_dir() / "hosts"
+
+
+def network_dir(network: str) -> Path:
+    """What the hosts of one private network share (a rehearsal's stand-in secrets); removed with it."""
+    _validate_name(network, what="private network name")
+    return harness_dir() / "networks" / network
 
 
 @dataclass(frozen=True)
@@ -623,13 +630,15 @@ def _prune_private_networks() -> None:
     made is never seen without its first port.
     """
     netns_dir = Path("/run/netns")
-    if not netns_dir.is_dir():
-        return
     with build_lock(harness_dir()):
-        for path in sorted(netns_dir.glob(network_netns("*"))):
+        for path in sorted(netns_dir.glob(network_netns("*"))) if netns_dir.is_dir() else []:
             network = path.name.removeprefix(network_netns(""))
             links = json.loads(
                 run(["ip", "-n", path.name, "-j", "link", "show"], what=f"listing private network {network}") or "[]"
             )
             if not [link for link in links if link.get("ifname") not in ("lo", "br0")]:
                 destroy_private_network(network)
+        networks = harness_dir() / "networks"
+        for directory in sorted(networks.iterdir()) if networks.is_dir() else []:
+            if not (netns_dir / network_netns(directory.name)).exists():
+                shutil.rmtree(directory)

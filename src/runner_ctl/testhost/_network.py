@@ -47,37 +47,27 @@ PRIVATE_SUBNET_ENV = "RUNNER_CTL_TESTHOST_PRIVATE_SUBNET"
 BRIDGE = "br0"
 
 
-def subnet() -> ipaddress.IPv4Network:
-    text = os.environ.get("RUNNER_CTL_TESTHOST_SUBNET", DEFAULT_SUBNET)
+def _range(variable: str, default: str) -> ipaddress.IPv4Network:
+    text = os.environ.get(variable, default)
     try:
         network = ipaddress.IPv4Network(text)
     except ValueError:
-        raise ConfigError(
-            f"RUNNER_CTL_TESTHOST_SUBNET={text!r} is invalid; expected an IPv4 network such as {DEFAULT_SUBNET}"
-        ) from None
+        raise ConfigError(f"{variable}={text!r} is invalid; expected an IPv4 network such as {default}") from None
     if network.prefixlen > 30:
-        raise ConfigError(
-            f"RUNNER_CTL_TESTHOST_SUBNET={text!r} is too small; expected /30 or larger, e.g. {DEFAULT_SUBNET}"
-        )
+        raise ConfigError(f"{variable}={text!r} is too small; expected /30 or larger, e.g. {default}")
     return network
+
+
+def subnet() -> ipaddress.IPv4Network:
+    return _range("RUNNER_CTL_TESTHOST_SUBNET", DEFAULT_SUBNET)
 
 
 def private_subnet() -> ipaddress.IPv4Network:
     """The range private networks take their addresses from; each network uses all of it."""
-    text = os.environ.get(PRIVATE_SUBNET_ENV, DEFAULT_PRIVATE_SUBNET)
-    try:
-        network = ipaddress.IPv4Network(text)
-    except ValueError:
-        raise ConfigError(
-            f"{PRIVATE_SUBNET_ENV}={text!r} is invalid; expected an IPv4 network such as {DEFAULT_PRIVATE_SUBNET}"
-        ) from None
-    if network.prefixlen > 30:
-        raise ConfigError(
-            f"{PRIVATE_SUBNET_ENV}={text!r} is too small; expected /30 or larger, e.g. {DEFAULT_PRIVATE_SUBNET}"
-        )
+    network = _range(PRIVATE_SUBNET_ENV, DEFAULT_PRIVATE_SUBNET)
     if network.overlaps(subnet()):
         raise ConfigError(
-            f"{PRIVATE_SUBNET_ENV}={text!r} overlaps the controller range {subnet()}; "
+            f"{PRIVATE_SUBNET_ENV}={network} overlaps the controller range {subnet()}; "
             f"pick a range apart from it, e.g. {DEFAULT_PRIVATE_SUBNET}"
         )
     return network
