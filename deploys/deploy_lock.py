@@ -236,6 +236,11 @@ def _database(data_dir: str) -> tuple[str, str]:
                 name=f"Move the lock database to {db}",
                 commands=[_MOVE_DB.format(old=shlex.quote(OLD_DB), new=shlex.quote(db))],
             )
+    if host.get_fact(File, path=db):
+        # `runner-ctl lock import`, run as root on a host that becomes the lock host, leaves a
+        # database root owns; the service must be able to write it. Only the owner: the mode
+        # stays the one the service or the import gave it.
+        files.file(name=f"Lock database {db} belongs to {SERVICE_USER}", path=db, user=SERVICE_USER, group=SERVICE_USER)
     return db_dir, db
 
 

@@ -131,6 +131,16 @@ def test_an_old_root_disk_database_moves_to_the_volume_once(kept_host: Disposabl
     _assert_deploy_changes_nothing(kept_host, tmp_path)
 
 
+def test_a_database_imported_as_root_is_handed_to_the_service(kept_host: DisposableHost, tmp_path: Path) -> None:
+    """`lock import` as root on a new lock host leaves a root-owned database; the deploy gives it to the service."""
+    _remote(kept_host, f"systemctl stop runner-ctl-lockd && chown root:root {NEW_DB}")
+    handed = _pyinfra(kept_host, RUNNER_HOST)
+    assert handed.returncode == 0, handed.stderr
+    assert _remote(kept_host, f"stat -c %U:%G {NEW_DB}").strip() == "runner-ctl-lockd:runner-ctl-lockd"
+    assert _remote(kept_host, "systemctl is-active runner-ctl-lockd").strip() == "active"
+    _assert_deploy_changes_nothing(kept_host, tmp_path)
+
+
 def test_a_deploy_names_the_lock_host_when_its_service_is_down(kept_host: DisposableHost) -> None:
     _remote(kept_host, "systemctl stop runner-ctl-lockd")
     try:
