@@ -1,6 +1,6 @@
 """The documentation site keeps what the README used to say, and the README stays short.
 
-``tests/fixtures/former-readme-terms.txt`` holds every code span of the README as it was
+``tests/fixtures/former-readme-terms.txt`` holds every inline code span of the README as it was
 before the site existed (1,161 lines at bbce855): keys, commands, flags, files, exit codes,
 JSON fields. Each must still be found in the site or the README, so moving the README's
 content into docs/ lost none of it.
@@ -31,7 +31,9 @@ def test_every_term_of_the_former_readme_is_in_the_site() -> None:
     terms = (ROOT / "tests/fixtures/former-readme-terms.txt").read_text().splitlines()
     site = _site_text()
     missing = [term for term in terms if term and term not in site]
-    assert not missing, f"{len(missing)} of {len(terms)} former README terms are nowhere in docs/ or README.md: {missing}"
+    assert not missing, (
+        f"{len(missing)} of {len(terms)} former README terms are nowhere in docs/ or README.md: {missing}"
+    )
 
 
 def test_the_readme_is_short_and_its_first_commands_are_the_quickstart() -> None:

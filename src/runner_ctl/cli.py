@@ -17,7 +17,7 @@ from runner_ctl.clikit import print_error
 from runner_ctl.errors import RunnerCtlError
 from runner_ctl.latency.command import latency_app
 from runner_ctl.lock.command import lock_app
-from runner_ctl.rehearse_command import rehearse_command
+from runner_ctl.rehearse_command import REHEARSE_EPILOG, rehearse_command
 from runner_ctl.runners.command import runners_app
 from runner_ctl.serial_deploy.command import deploy_app
 from runner_ctl.testhost.command import testhost_app
@@ -32,7 +32,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("rehearse")(rehearse_command)
+app.command("rehearse", epilog=REHEARSE_EPILOG)(rehearse_command)
 app.add_typer(testhost_app, name="testhost")
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(lock_app, name="lock")

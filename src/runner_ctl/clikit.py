@@ -24,8 +24,10 @@ __all__ = [
     "check_http_url",
     "check_number",
     "check_text",
+    "exit_codes_epilog",
     "fail",
     "guard",
+    "parse_exit_codes",
     "plain_console",
     "print_error",
     "progress_line",
@@ -33,6 +35,30 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_EXIT_CODES = "Exit codes: "
+# What ``guard`` makes of Ctrl-C: named once, so that every command's list says it alike.
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
+
+
+def exit_codes_epilog(*codes: tuple[str, str]) -> str:
+    """A command's ``--help`` epilog listing its exit codes: ``("0", "done"), ("2", "bad flags")``.
+
+    One format for every command, so that the reference pages of the docs site read the same
+    list back (``parse_exit_codes``) that ``--help`` shows.
+    """
+    for code, meaning in codes:
+        if not code or "; " in meaning or " " in code or meaning.endswith("."):
+            raise ValueError(f"exit code {code!r}: one word, and a meaning without '; ' or a final '.'")
+    return _EXIT_CODES + "; ".join(f"{code} {meaning}" for code, meaning in codes) + "."
+
+
+def parse_exit_codes(epilog: str | None) -> list[tuple[str, str]]:
+    """The ``(code, meaning)`` pairs of an epilog ``exit_codes_epilog`` made; [] for any other text."""
+    if not epilog or not epilog.startswith(_EXIT_CODES) or not epilog.endswith("."):
+        return []
+    items = epilog[len(_EXIT_CODES) : -1].split("; ")
+    return [(code, meaning) for code, _, meaning in (item.partition(" ") for item in items)]
 
 
 def plain_console(*, stderr: bool = False, width: int | None = None) -> Console:

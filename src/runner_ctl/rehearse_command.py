@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from runner_ctl.clikit import fail, plain_console, progress_line, stderr
+from runner_ctl.clikit import exit_codes_epilog, fail, plain_console, progress_line, stderr
 from runner_ctl.errors import RunnerCtlError
 from runner_ctl.paths import find_project_root
 from runner_ctl.rehearse import RehearsalReport, rehearse
 
-__all__ = ["rehearse_command"]
+__all__ = ["REHEARSE_EPILOG", "rehearse_command"]
 
 
 def _render_report(report: RehearsalReport, console: Console) -> None:
@@ -49,6 +49,14 @@ def _render_report(report: RehearsalReport, console: Console) -> None:
             Text.assemble((f"rehearsal failed at step '{report.failed_step}'", "bold red"), ": ", report.error or ""),
             soft_wrap=True,
         )
+
+
+REHEARSE_EPILOG = exit_codes_epilog(
+    ("0", "every step passed"),
+    ("1", "a step failed: the report names it (boot, stand-ins, first deploy, host checks, second deploy, teardown)"),
+    ("2", "bad flags or group data, or the machine lacks root or a system tool: before any host boots"),
+    ("130", "interrupted: the hosts are torn down (kept with --keep)"),
+)
 
 
 def rehearse_command(

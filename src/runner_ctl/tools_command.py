@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from runner_ctl.clikit import check_http_url, fail, guard, stderr
+from runner_ctl.clikit import INTERRUPTED, check_http_url, exit_codes_epilog, fail, guard, stderr
 from runner_ctl.paths import find_project_root
 from runner_ctl.toolbump import OPENTOFU, bump
 
@@ -15,7 +15,15 @@ __all__ = ["tools_app"]
 tools_app = typer.Typer(help="Pinned tools in multitool.lock.json (bin/tofu reads it).")
 
 
-@tools_app.command("bump")
+@tools_app.command(
+    "bump",
+    epilog=exit_codes_epilog(
+        ("0", "the lockfile now pins VERSION (a warning says so when no verifier was installed)"),
+        ("2", "an unknown tool, a bad flag, a version with no release, or a lockfile that cannot be read"),
+        ("1", "a download failed, or the signature or a digest did not verify (nothing written)"),
+        ("130", INTERRUPTED),
+    ),
+)
 def tools_bump(
     tool: Annotated[str, typer.Argument(help="The tool to re-pin (supported: tofu).")],
     version: Annotated[str, typer.Argument(help="The release to pin, e.g. 1.12.6.")],

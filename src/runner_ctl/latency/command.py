@@ -1,11 +1,6 @@
 """``runner-ctl latency report``: the typer sub-app. Parses flags, calls the library, renders.
 
-Exit codes: 0 a report was made (also when the window holds no jobs: the report says so);
-1 the API failed (unreachable, rate-limited for longer than it waits, an unexpected answer);
-2 bad flags, a bad token or a repository/project that does not exist or cannot be read, a
-bad JSONL line, matplotlib missing for ``--chart``, a ``--write-tfvars`` file that is not a
-JSON object (refused before any API call, nothing written); 10 ``--fail-on-scale-out`` and the
-model recommends more slots; 130 interrupted.
+Its exit codes are listed once, in the command's epilog (``--help`` and the reference docs show it).
 """
 
 import json
@@ -19,7 +14,16 @@ from typing import Annotated, Any
 
 import typer
 
-from runner_ctl.clikit import check_http_url, check_number, check_text, guard, plain_console, stderr
+from runner_ctl.clikit import (
+    INTERRUPTED,
+    check_http_url,
+    check_number,
+    check_text,
+    exit_codes_epilog,
+    guard,
+    plain_console,
+    stderr,
+)
 from runner_ctl.errors import ConfigError, UsageError
 from runner_ctl.forge.github import GITHUB_API
 from runner_ctl.forge.gitlab import GITLAB_API
@@ -97,7 +101,21 @@ def _emit(report: Report, output_format: str) -> None:
             raise ConfigError(f"cannot append to $GITHUB_STEP_SUMMARY ({summary}): {error.strerror or error}") from None
 
 
-@latency_app.command("report")
+@latency_app.command(
+    "report",
+    epilog=exit_codes_epilog(
+        ("0", "a report was made (also when the window holds no jobs: the report says so)"),
+        ("1", "the API failed (unreachable, rate-limited for longer than it waits, an unexpected answer)"),
+        (
+            "2",
+            "bad flags, a bad token or a repository/project that does not exist or cannot be read, a bad JSONL line, "
+            "matplotlib missing for --chart, a --write-tfvars file that is not a JSON object "
+            "(refused before any API call, nothing written)",
+        ),
+        (str(EXIT_SCALE_OUT), "--fail-on-scale-out and the model recommends more slots"),
+        ("130", INTERRUPTED),
+    ),
+)
 def report_command(
     github: Annotated[
         str | None, typer.Option("--github", metavar="OWNER/REPO", help="Read GitHub Actions runs of this repository.")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from runner_ctl.clikit import check_text, guard, plain_console
+from runner_ctl.clikit import INTERRUPTED, check_text, exit_codes_epilog, guard, plain_console
 from runner_ctl.lock.access import JsonFlag, LockUrl, TokenFile, env_name, lock_client
 from runner_ctl.lock.serve import DEFAULT_LISTEN, serve
 from runner_ctl.lock.store import DEFAULT_HOST_DB
@@ -27,7 +27,25 @@ DbPath = Annotated[
 ]
 
 
-@lock_app.command("serve")
+def _client_epilog(done: str) -> str:
+    """The exit codes of a command that calls the lock service."""
+    return exit_codes_epilog(
+        ("0", done),
+        ("2", "bad flags, a token the service rejects (401) or a call it refuses (403, 404, 409)"),
+        ("6", "the lock service cannot be reached"),
+        ("1", "any other failure"),
+        ("130", INTERRUPTED),
+    )
+
+
+@lock_app.command(
+    "serve",
+    epilog=exit_codes_epilog(
+        ("0", "stopped by SIGINT or SIGTERM after a clean shutdown"),
+        ("2", "bad flags, an unusable --db or --token-file, or --listen cannot bind"),
+        ("1", "any other failure"),
+    ),
+)
 def lock_serve(
     db: Annotated[Path, typer.Option(help="SQLite database file (created if missing).")],
     token_file: Annotated[Path, typer.Option(help="name:secret[:admin] lines; must not be group/world writable.")],
@@ -38,7 +56,10 @@ def lock_serve(
     guard(lambda: serve(db=db, listen=listen, token_file=token_file, docs=docs))
 
 
-@lock_app.command("status")
+@lock_app.command(
+    "status",
+    epilog=_client_epilog("the state was printed"),
+)
 def lock_status(
     env: Annotated[str | None, typer.Option(help="Only this environment.")] = None,
     as_json: JsonFlag = False,
@@ -73,7 +94,10 @@ def lock_status(
     plain_console().print(table)
 
 
-@lock_app.command("release")
+@lock_app.command(
+    "release",
+    epilog=_client_epilog("released, or nothing was held"),
+)
 def lock_release(
     env: Annotated[str, typer.Option(help="Environment whose lock to break.")],
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
@@ -91,7 +115,15 @@ def lock_release(
     print(f"{env}: released request {released['id']}" if released else f"{env}: nothing was held")
 
 
-@lock_app.command("export")
+@lock_app.command(
+    "export",
+    epilog=exit_codes_epilog(
+        ("0", "exported"),
+        ("2", "no readable database at --db, or --output cannot be written (or is a terminal)"),
+        ("1", "any other failure"),
+        ("130", INTERRUPTED),
+    ),
+)
 def lock_export(
     db: DbPath = DEFAULT_HOST_DB,
     output: Annotated[
@@ -108,7 +140,15 @@ def lock_export(
         print(f"exported {db} to {output}", file=sys.stderr)
 
 
-@lock_app.command("import")
+@lock_app.command(
+    "import",
+    epilog=exit_codes_epilog(
+        ("0", "imported"),
+        ("2", "FILE is not a valid export, or the database is not empty and --force was not given (nothing changed)"),
+        ("1", "any other failure (nothing changed)"),
+        ("130", INTERRUPTED),
+    ),
+)
 def lock_import(
     file: Annotated[str, typer.Argument(help="An export of `runner-ctl lock export`, or - for standard input.")],
     db: DbPath = DEFAULT_HOST_DB,

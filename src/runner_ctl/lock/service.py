@@ -54,38 +54,60 @@ def hash_request_secret(secret: str) -> str:
 
 
 class EnqueueBody(BaseModel):
+    """A deploy request joining an environment's queue."""
+
     model_config = ConfigDict(extra="forbid")
     commit: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$", description="full commit id")
-    reason: str = Field("", max_length=500)
-    queue_policy: Literal["latest", "all"] = "latest"
-    lease_ttl: float = Field(30.0, ge=3.0, le=3600.0)
+    reason: str = Field("", max_length=500, description="Why, for the audit trail.")
+    queue_policy: Literal["latest", "all"] = Field(
+        "latest",
+        description="latest: a queued commit with a newer descendant queued behind it is superseded; "
+        "all: every request deploys.",
+    )
+    lease_ttl: float = Field(30.0, ge=3.0, le=3600.0, description="Seconds a grant's lease lasts without a heartbeat.")
 
 
 class HeartbeatBody(BaseModel):
+    """A lease renewal by the holder."""
+
     model_config = ConfigDict(extra="forbid")
-    fencing_token: int | None = Field(None, ge=1, le=2**62)
+    fencing_token: int | None = Field(
+        None, ge=1, le=2**62, description="The grant's fencing token; a mismatch means the lease is lost (409)."
+    )
 
 
 class FinishBody(BaseModel):
+    """How a granted deploy ended, reported once by its holder."""
+
     model_config = ConfigDict(extra="forbid")
-    fencing_token: int = Field(ge=1, le=2**62)
-    outcome: Literal["succeeded", "failed", "skipped_stale", "superseded", "refused", "cancelled"]
-    exit_code: int | None = Field(None, ge=-255, le=255)
-    rollback: bool = False
-    detail: str = Field("", max_length=2000)
+    fencing_token: int = Field(ge=1, le=2**62, description="The grant's fencing token.")
+    outcome: Literal["succeeded", "failed", "skipped_stale", "superseded", "refused", "cancelled"] = Field(
+        description="The deploy's outcome; only succeeded records the commit as the environment's last deployed."
+    )
+    exit_code: int | None = Field(None, ge=-255, le=255, description="COMMAND's exit code, when it ran.")
+    rollback: bool = Field(False, description="The deploy went back to a diverged commit (--allow-rollback).")
+    detail: str = Field("", max_length=2000, description="A line for the audit trail.")
 
 
 class WithdrawBody(BaseModel):
+    """A waiting request leaving the queue."""
+
     model_config = ConfigDict(extra="forbid")
-    outcome: Literal["withdrawn", "timeout"] = "withdrawn"
+    outcome: Literal["withdrawn", "timeout"] = Field(
+        "withdrawn", description="withdrawn: a signal; timeout: --wait-timeout passed."
+    )
 
 
 class ReleaseBody(BaseModel):
+    """An admin breaking a stuck lock."""
+
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500, description="Why, for the audit trail.")
 
 
-class _Metrics:
+class ServiceMetrics:
+    """The Prometheus metrics /metrics serves: one registry per service instance."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.queue_depth = Gauge(
@@ -112,7 +134,7 @@ class _Metrics:
 class _Coordinator:
     """Grants and wake-ups. Runs on the event loop only, so store calls never interleave."""
 
-    def __init__(self, store: LockStore, metrics: _Metrics) -> None:
+    def __init__(self, store: LockStore, metrics: ServiceMetrics) -> None:
         self.store = store
         self.metrics = metrics
         self.changed: dict[int, asyncio.Event] = {}
@@ -253,7 +275,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
     ``docs`` serves the interactive pages /docs and /redoc (off by default: they load scripts
     from a CDN and are one more surface); /openapi.json is always served.
     """
-    metrics = _Metrics()
+    metrics = ServiceMetrics()
     state: dict[str, _Coordinator] = {}
 
     @contextlib.asynccontextmanager
@@ -337,10 +359,12 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        """Liveness, without a token: ``{"ok": true, "version": ...}``."""
         return {"ok": True, "version": __version__}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        """Prometheus metrics in the text exposition format, without a token."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/envs/{env}/requests", status_code=201)
@@ -362,6 +386,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
 
     @app.get("/v1/requests/{request_id}")
     async def show(request_id: RequestId, token: Caller) -> dict[str, Any]:
+        """One request: state, commit, actor, fencing token, lease, outcome (never its secret)."""
         return store.as_dict(own(request_id, token))
 
     @app.post("/v1/requests/{request_id}/wait")
@@ -394,6 +419,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
     async def heartbeat(
         request_id: RequestId, body: HeartbeatBody, token: Caller, secret: RequestSecret = ""
     ) -> dict[str, Any]:
+        """Renew the lease of a queued or granted request; 409 when the lease is already lost."""
         acting(request_id, secret)
         try:
             renewed = store.touch(request_id, body.fencing_token)
@@ -407,6 +433,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
     async def finish(
         request_id: RequestId, body: FinishBody, token: Caller, secret: RequestSecret = ""
     ) -> dict[str, Any]:
+        """End a granted request with its outcome; 409 when its lease ran out first (then it stays expired)."""
         acting(request_id, secret)
         try:
             done = store.finish(
@@ -428,6 +455,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
     async def withdraw(
         request_id: RequestId, body: WithdrawBody, token: Caller, secret: RequestSecret = ""
     ) -> dict[str, Any]:
+        """Leave the queue before a grant, or give a grant back; the next request proceeds."""
         acting(request_id, secret)
         left = store.withdraw(request_id, actor=token.name, outcome=Outcome(body.outcome))
         coordinator().settle()
@@ -447,10 +475,12 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
 
     @app.get("/v1/envs")
     async def all_envs(token: Caller) -> list[dict[str, Any]]:
+        """Every environment: holder, queue and last deployed commit."""
         return env_status(None)
 
     @app.get("/v1/envs/{env}")
     async def one_env(env: EnvName, token: Caller) -> dict[str, Any]:
+        """One environment: holder, queue and last deployed commit."""
         found = env_status(env)
         if not found:
             raise HTTPException(status_code=404, detail=f"no deploys recorded for environment {env}")
@@ -460,6 +490,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
     async def history(
         env: EnvName, token: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 50
     ) -> list[dict[str, Any]]:
+        """The audit trail of an environment, newest first: who, what commit, when, which transition."""
         return [
             {
                 "id": r.id,
@@ -476,6 +507,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
 
     @app.post("/v1/envs/{env}/release")
     async def release(env: EnvName, body: ReleaseBody, token: Caller) -> dict[str, Any]:
+        """Break a stuck lock (admin token only; audited): the holder's request ends and the next is granted."""
         if not token.admin:
             raise HTTPException(status_code=403, detail="releasing a lock needs an admin token")
         released = store.admin_release(env, actor=token.name, reason=body.reason)

@@ -1,9 +1,6 @@
 """``runner-ctl runners list`` and ``runners prune``: the typer sub-app. Parses flags, calls the library, renders.
 
-Exit codes: 0 done (also when there is nothing to list or prune); 1 the API failed
-(unreachable, rate limited for longer than it waits, an unexpected answer); 2 bad flags, a
-missing token, or an API answering 401, 403 or 404 (a bad token, one lacking the permission,
-a repository/organization/project that does not exist or cannot be seen); 130 interrupted.
+Their exit codes are listed once, in ``EPILOG`` (``--help`` and the reference docs show it).
 """
 
 import json
@@ -16,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from runner_ctl.clikit import check_text, guard, plain_console
+from runner_ctl.clikit import INTERRUPTED, check_text, exit_codes_epilog, guard, plain_console
 from runner_ctl.errors import ConfigError, UsageError
 from runner_ctl.forge.rest import NotFoundError, token_from_env
 from runner_ctl.forge.runners import RunnerInfo
@@ -110,12 +107,22 @@ ApiUrlFlag = Annotated[
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (the last line of stdout).")]
+EPILOG = exit_codes_epilog(
+    ("0", "done (also when there is nothing to list or prune)"),
+    ("1", "the API failed (unreachable, rate limited for longer than it waits, an unexpected answer)"),
+    (
+        "2",
+        "bad flags, a missing token, or an API answering 401, 403 or 404 (a bad token, one lacking the permission, "
+        "a repository/organization/project that does not exist or cannot be seen)",
+    ),
+    ("130", INTERRUPTED),
+)
 
 
 # ---- list ----------------------------------------------------------------------------------------
 
 
-@runners_app.command("list")
+@runners_app.command("list", epilog=EPILOG)
 def list_command(
     github: GitHubFlag = None,
     github_org: GitHubOrgFlag = None,
@@ -192,7 +199,7 @@ def _print_runners(console: Console, target: Target, runners: list[RunnerInfo]) 
 # ---- prune ---------------------------------------------------------------------------------------
 
 
-@runners_app.command("prune", help=PRUNE_HELP)
+@runners_app.command("prune", help=PRUNE_HELP, epilog=EPILOG)
 def prune_command(
     github: GitHubFlag = None,
     github_org: GitHubOrgFlag = None,

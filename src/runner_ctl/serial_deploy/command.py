@@ -9,7 +9,17 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from runner_ctl.clikit import check_number, check_text, fail, guard, plain_console, progress_line, stderr
+from runner_ctl.clikit import (
+    INTERRUPTED,
+    check_number,
+    check_text,
+    exit_codes_epilog,
+    fail,
+    guard,
+    plain_console,
+    progress_line,
+    stderr,
+)
 from runner_ctl.lock.access import JsonFlag, LockUrl, TokenFile, env_name, lock_client
 from runner_ctl.serial_deploy.flow import MAX_WAIT_TIMEOUT, DeployOptions, DeployResult, run_deploy
 
@@ -35,10 +45,15 @@ deploy_app = typer.Typer(
     cls=_DeployGroup,
     help="Serialized deploys per environment: runner-ctl deploy --env ENV --commit SHA -- COMMAND [ARGS...]",
 )
-DEPLOY_EPILOG = (
-    "Exit codes: 0 succeeded, skipped_stale or superseded; the command's own code when it failed; "
-    "2 usage or configuration error; 3 refused; 4 timeout; 5 lease_lost; 6 service unreachable; "
-    "130 withdrawn or cancelled by a signal (COMMAND gets SIGINT/SIGTERM, then SIGKILL after --grace-seconds)."
+DEPLOY_EPILOG = exit_codes_epilog(
+    ("0", "succeeded, skipped_stale or superseded"),
+    ("N", "COMMAND's own exit code when it failed"),
+    ("2", "usage or configuration error"),
+    ("3", "refused (a diverged commit without --allow-rollback)"),
+    ("4", "timeout (--wait-timeout passed while queued)"),
+    ("5", "lease_lost or expired"),
+    ("6", "the lock service cannot be reached"),
+    ("130", "withdrawn or cancelled by a signal (COMMAND gets SIGINT/SIGTERM, then SIGKILL after --grace-seconds)"),
 )
 
 
@@ -96,7 +111,16 @@ def deploy_command(
     raise typer.Exit(result.exit_code)
 
 
-@deploy_app.command("history")
+@deploy_app.command(
+    "history",
+    epilog=exit_codes_epilog(
+        ("0", "the records were printed"),
+        ("2", "bad flags, or a token the service rejects"),
+        ("6", "the lock service cannot be reached"),
+        ("1", "any other failure"),
+        ("130", INTERRUPTED),
+    ),
+)
 def deploy_history(
     env: Annotated[str, typer.Option(help="Environment.")],
     limit: Annotated[int, typer.Option(help="Most recent N records (1-1000).")] = 50,

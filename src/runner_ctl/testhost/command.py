@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from runner_ctl.clikit import fail, guard, plain_console
+from runner_ctl.clikit import INTERRUPTED, exit_codes_epilog, fail, guard, plain_console
 from runner_ctl.testhost import boot_host, destroy_host, get_host, host_names, list_hosts
 
 __all__ = ["testhost_app"]
@@ -18,7 +18,15 @@ testhost_app = typer.Typer(
 )
 
 
-@testhost_app.command("up")
+@testhost_app.command(
+    "up",
+    epilog=exit_codes_epilog(
+        ("0", "the host is up and answers SSH"),
+        ("2", "bad flags, not root, or a system tool (debootstrap, systemd-nspawn, ip) is missing"),
+        ("1", "the host did not boot or answer SSH in time (it is torn down)"),
+        ("130", INTERRUPTED),
+    ),
+)
 def testhost_up(
     name: Annotated[str | None, typer.Option(help="Host name. [default: the first free rhN]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"name","address","ssh_config","ssh_key"}.')] = False,
@@ -47,7 +55,10 @@ def testhost_up(
         print(f"{host.name} is up at {host.address}: runner-ctl testhost ssh {host.name}")
 
 
-@testhost_app.command("list")
+@testhost_app.command(
+    "list",
+    epilog=exit_codes_epilog(("0", "listed (also when there are none)"), ("1", "a failure"), ("130", INTERRUPTED)),
+)
 def testhost_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
@@ -65,7 +76,14 @@ def testhost_list(
     plain_console().print(table)
 
 
-@testhost_app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@testhost_app.command(
+    "ssh",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=exit_codes_epilog(
+        ("N", "ssh's own: the remote command's exit status, 255 when the connection fails"),
+        ("2", "no such test host, or ssh is not installed"),
+    ),
+)
 def testhost_ssh(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Test host name.")],
@@ -78,7 +96,15 @@ def testhost_ssh(
         fail(f"cannot run ssh ({error.strerror or error}); install it: apt-get install openssh-client", 2)
 
 
-@testhost_app.command("down")
+@testhost_app.command(
+    "down",
+    epilog=exit_codes_epilog(
+        ("0", "removed"),
+        ("2", "neither a name nor --all (or both), or no such test host"),
+        ("1", "a teardown step failed"),
+        ("130", INTERRUPTED),
+    ),
+)
 def testhost_down(
     name: Annotated[str | None, typer.Argument(help="Test host name.")] = None,
     all_hosts: Annotated[bool, typer.Option("--all", help="Tear down every test host.")] = False,
