@@ -4,7 +4,7 @@
 
 Runs the real CLI (root, systemd-nspawn) and prints one line per rehearsal plus medians.
 The first rehearsal on a machine also builds the cached rootfs and apt repository; the
-line says whether those caches were warm. Record the figures in the README.
+line says whether those caches were warm. Record the figures in docs/benchmarks.md.
 """
 
 import argparse

@@ -3,7 +3,8 @@
 ``tests/fixtures/former-readme-terms.txt`` holds every inline code span of the README as it was
 before the site existed (1,161 lines at bbce855): keys, commands, flags, files, exit codes,
 JSON fields. Each must still be found in the site or the README, so moving the README's
-content into docs/ lost none of it.
+content into docs/ lost none of it. (Left out: the two spans that named ``keydocs``, the
+README table generator that ``runner_ctl.refdocs`` replaced.)
 """
 
 import re

@@ -119,7 +119,7 @@ def test_a_key_claimed_by_two_layers_is_refused() -> None:
 
 
 def test_every_key_documents_itself() -> None:
-    """Each field carries the description and expected form the errors and the README show."""
+    """Each field carries the description and expected form the errors and the group-data reference show."""
     for key, spec in KEY_OWNERS.items():
         field = spec.settings.model_fields[key]
         assert field.description, f"{spec.name}.{key} has no description"

@@ -1,6 +1,6 @@
 """From raw jobs to executions with a queue time, and the statistics of the report.
 
-Definitions (the README's "Definitions" say the same):
+Definitions (docs/concepts/latency.md says the same):
 
 - Only jobs that reached a runner count: skipped jobs and jobs that never started are
   excluded and counted. A job never started when it has no ``started_at``, or when it

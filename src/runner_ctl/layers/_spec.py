@@ -3,8 +3,8 @@
 One spec per layer (``runner_ctl.layers.<name>``); ``runner_ctl.hostdata`` composes them.
 Each settings field documents itself: ``Field(default, description=..., examples=[...])``
 plus ``json_schema_extra={"form": "..."}`` — the expected form a one-line error shows —
-so the error messages, ``inventories/group_data/all.py``'s comments and the README's key
-tables come from one source.
+so the error messages, ``inventories/group_data/all.py``'s comments and the docs site's
+group-data reference (docs/reference/group-data.md) come from one source.
 """
 
 import re

@@ -1,7 +1,7 @@
 """The bazel layer's spec: where Bazel comes from, its rc file, its disk bound.
 
 ``deploys/bazel.py`` applies it. Every key is documented here once; the one-line errors,
-``inventories/group_data/all.py`` and the README's key table follow these fields.
+``inventories/group_data/all.py`` and the docs site's group-data reference follow these fields.
 """
 
 import re

@@ -37,7 +37,7 @@ MAX_BODY_BYTES = 64 * 1024
 # A body arrives in a few messages; many more (empty ones) is a client playing games.
 MAX_BODY_MESSAGES = 4096
 MAX_WAIT_SECONDS = 60.0
-# Served without a token: probes, Prometheus, and the API description the README points to.
+# Served without a token: probes, Prometheus, and the API description (docs/reference/lock-api.md).
 PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 EnvName = Annotated[str, Path(pattern=ENV_PATTERN.pattern, description="environment name")]

@@ -210,7 +210,7 @@ class LockStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a crash of this process (the kill -9 tests), and
         # commits skip an fsync each, which halves handoff latency; on power loss the last
-        # transactions may roll back (see the README, "Benchmarks").
+        # transactions may roll back (see docs/benchmarks.md).
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)

@@ -1,6 +1,6 @@
 """``runner-ctl lock export`` / ``lock import``: the lock database as one JSON document.
 
-For moving the service to another host (README, "Moving the lock service"): everything the
+For moving the service to another host (docs/howto/move-lock-host.md): everything the
 store holds goes out (every table: environments with their last deployed commit and fencing
 counter, requests with their queue state and secret hashes, the audit trail), plus the
 AUTOINCREMENT counters and the schema version, so an import continues exactly where the
