@@ -31,7 +31,9 @@ def test_every_term_of_the_former_readme_is_in_the_site() -> None:
     terms = (ROOT / "tests/fixtures/former-readme-terms.txt").read_text().splitlines()
     site = _site_text()
     missing = [term for term in terms if term and term not in site]
-    assert not missing, f"{len(missing)} of {len(terms)} former README terms are nowhere in docs/ or README.md: {missing}"
+    assert not missing, (
+        f"{len(missing)} of {len(terms)} former README terms are nowhere in docs/ or README.md: {missing}"
+    )
 
 
 def test_the_readme_is_short_and_its_first_commands_are_the_quickstart() -> None:
