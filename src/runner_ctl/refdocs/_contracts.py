@@ -28,7 +28,7 @@ def _describe(annotation: Any) -> tuple[str, type[BaseModel] | None, str]:
             " or ".join(_describe(arg)[0] for arg in present), None, "")  # fmt: skip
         return (f"{shown} or null" if len(present) < len(args) else shown), nested, suffix
     if origin is typing.Literal:
-        return " \\| ".join(code(repr(arg).replace("'", '"')) for arg in args), None, ""
+        return " | ".join(code(repr(arg).replace("'", '"')) for arg in args), None, ""
     if origin in (list, tuple):
         shown, nested, suffix = _describe(args[0]) if args else ("any", None, "")
         return f"list of {shown}", nested, "[]" + suffix
