@@ -7,7 +7,10 @@ content into docs/ lost none of it. (Left out: the two spans that named ``keydoc
 README table generator that ``runner_ctl.refdocs`` replaced.)
 """
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,3 +54,18 @@ def test_every_page_of_docs_is_in_the_nav() -> None:
     listed = set(re.findall(r":\s+([\w/.-]+\.md)\s*$", nav, re.MULTILINE))
     pages = {page.relative_to(DOCS).as_posix() for page in DOCS.rglob("*.md")}
     assert pages == listed
+
+
+def test_the_site_builds_strictly(tmp_path: Path) -> None:
+    """What .ci/run does: a broken link, a missing anchor or a page outside the nav fails the build."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "site" / "reference" / "cli" / "index.html").is_file()
