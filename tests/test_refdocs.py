@@ -72,8 +72,8 @@ def test_every_key_of_every_layer_is_on_the_group_data_page(pages: dict[str, str
             assert f"| `{key}` |" in pages["group-data.md"], f"{name}: {key}"
 
 
-def test_a_field_default_shows_in_its_row() -> None:
-    assert "| `swap_size_mb` | `2048` |" in key_table(SPECS["base"])
+def test_a_field_type_and_default_show_in_its_row() -> None:
+    assert "| `swap_size_mb` | integer | `2048` |" in key_table(SPECS["base"])
 
 
 def test_the_lock_api_page_comes_from_the_served_openapi_document(pages: dict[str, str]) -> None:

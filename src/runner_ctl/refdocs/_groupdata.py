@@ -1,11 +1,13 @@
 """docs/reference/group-data.md: every group-data key of every layer, from the layer specs' fields."""
 
+import types
+import typing
 from typing import Any
 
 from runner_ctl.layers import LAYER_ORDER, SPECS, LayerSpec, expected_form
 from runner_ctl.refdocs._md import HEADER, cell, code, table
 
-__all__ = ["group_data_page", "key_table"]
+__all__ = ["group_data_page", "key_table", "type_name"]
 
 
 def _default(value: Any) -> str:
@@ -17,15 +19,42 @@ def _default(value: Any) -> str:
     return code(repr(value)).replace("|", "\\|")
 
 
+_NAMES: dict[object, str] = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "None"}
+
+
+def type_name(annotation: Any) -> str:
+    """A field's type in group data's terms (Python values in ``group_data/*.py``)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(arg) for arg in args)
+    if origin is typing.Literal:
+        return " or ".join(repr(arg) for arg in args)
+    if origin in (tuple, list):
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return f"mapping of {type_name(args[0])} to {type_name(args[1])}"
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return "mapping (" + ", ".join(annotation.model_fields) + ")"
+    return _NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
 def key_table(spec: LayerSpec) -> str:
-    """One row per settings field: key, default, expected form, description."""
+    """One row per settings field: key, type, default, expected form, description."""
     defaults = spec.settings().model_dump()
     rows = []
     for key, field in spec.settings.model_fields.items():
         form = cell(expected_form(spec.settings, key) or "")
         secret = " (a secret reference)" if key in spec.secret_fields else ""
-        rows.append([code(key), _default(defaults[key]), form, cell(f"{field.description}{secret}")])
-    return table(["key", "default", "expected", "what it does"], rows)
+        rows.append(
+            [
+                code(key),
+                cell(type_name(field.annotation)),
+                _default(defaults[key]),
+                form,
+                cell(f"{field.description}{secret}"),
+            ]
+        )
+    return table(["key", "type", "default", "expected", "what it does"], rows)
 
 
 def group_data_page() -> str:
