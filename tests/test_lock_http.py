@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
-from runner_ctl.lock.service import MAX_BODY_BYTES
+from runner_ctl.lock.service import MAX_BODY_BYTES, ErrorBody
 from tests.lockfixtures import LockService, free_port, lock_service
 
 __all__ = ["lock_service"]
@@ -155,10 +156,11 @@ def test_malformed_requests_get_4xx_json_never_5xx(lock_service: LockService) ->
         request = "\r\n".join(lines).encode("latin-1") + b"\r\n" + token + b"\r\n" + body
         status, _, answer = _raw(lock_service.port, request)
         try:
-            error = json.loads(answer).get("error")
-        except ValueError:
-            error = None
-        if not 400 <= status < 500 or not isinstance(error, str) or b"Traceback" in answer:
+            ErrorBody.model_validate_json(answer)  # the error shape the OpenAPI document declares
+            documented = True
+        except ValidationError:
+            documented = False
+        if not 400 <= status < 500 or not documented or b"Traceback" in answer:
             problems.append(f"{method} {path[:60]} {headers} {body[:40]!r}: {status} {answer[:200]!r}")
     assert not problems, "\n".join(problems)
 

@@ -31,7 +31,14 @@ from runner_ctl.lock.store import LeaseLostError, LockStore, NotFoundError
 from runner_ctl.lock.store import Request as LockRequest
 from runner_ctl.lock.tokens import Token, TokenTable
 
-__all__ = ["MAX_BODY_BYTES", "MAX_WAIT_SECONDS", "REQUEST_SECRET_HEADER", "create_app", "hash_request_secret"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_WAIT_SECONDS",
+    "REQUEST_SECRET_HEADER",
+    "ErrorBody",
+    "create_app",
+    "hash_request_secret",
+]
 
 MAX_BODY_BYTES = 64 * 1024
 # A body arrives in a few messages; many more (empty ones) is a client playing games.
@@ -103,6 +110,32 @@ class ReleaseBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=500, description="Why, for the audit trail.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the service (4xx): a name, and a line when there is more to say."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: str = Field(
+        description="unauthorized, forbidden, not_found, method_not_allowed, lease_lost, body_too_large, "
+        "invalid_request or bad_request."
+    )
+    detail: str | None = Field(None, description="What was wrong, one line; absent for 401.")
+
+
+_ERROR_ANSWERS: dict[int, str] = {
+    401: "unauthorized: no valid token in Authorization: Bearer TOKEN (nothing else is said, the body is not read)",
+    403: "forbidden: the request belongs to another client (X-Request-Secret), or the call needs an admin token",
+    404: "not_found: no such request or environment",
+    409: "lease_lost: the lease ran out or the fencing token is not the holder's",
+    413: "body_too_large: the body is over 64 KiB (declared or chunked)",
+    422: "invalid_request: a parameter or the body is malformed; detail names the field",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route, for its OpenAPI document (the service's own shape, not FastAPI's 422)."""
+    return {code: {"model": ErrorBody, "description": _ERROR_ANSWERS[code]} for code in codes}
 
 
 class ServiceMetrics:
@@ -367,7 +400,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
         """Prometheus metrics in the text exposition format, without a token."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/envs/{env}/requests", status_code=201)
+    @app.post("/v1/envs/{env}/requests", status_code=201, responses=_errors(401, 413, 422))
     async def enqueue(env: EnvName, body: EnqueueBody, token: Caller) -> dict[str, Any]:
         """Join ``env``'s queue. The answer holds ``request_secret``, shown this once: wait,
         heartbeat, finish and withdraw need it in the X-Request-Secret header."""
@@ -384,12 +417,12 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
         coordinator().dispatch(env)
         return {**store.as_dict(store.get(created.id)), "request_secret": secret}
 
-    @app.get("/v1/requests/{request_id}")
+    @app.get("/v1/requests/{request_id}", responses=_errors(401, 403, 404, 422))
     async def show(request_id: RequestId, token: Caller) -> dict[str, Any]:
         """One request: state, commit, actor, fencing token, lease, outcome (never its secret)."""
         return store.as_dict(own(request_id, token))
 
-    @app.post("/v1/requests/{request_id}/wait")
+    @app.post("/v1/requests/{request_id}/wait", responses=_errors(401, 403, 404, 422))
     async def wait(
         request_id: RequestId,
         token: Caller,
@@ -415,7 +448,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
                 await asyncio.wait_for(event.wait(), timeout=timeout)
         return store.as_dict(store.get(request_id))
 
-    @app.post("/v1/requests/{request_id}/heartbeat")
+    @app.post("/v1/requests/{request_id}/heartbeat", responses=_errors(401, 403, 404, 409, 413, 422))
     async def heartbeat(
         request_id: RequestId, body: HeartbeatBody, token: Caller, secret: RequestSecret = ""
     ) -> dict[str, Any]:
@@ -429,7 +462,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
         coordinator().lease_changed.set()
         return store.as_dict(renewed)
 
-    @app.post("/v1/requests/{request_id}/finish")
+    @app.post("/v1/requests/{request_id}/finish", responses=_errors(401, 403, 404, 409, 413, 422))
     async def finish(
         request_id: RequestId, body: FinishBody, token: Caller, secret: RequestSecret = ""
     ) -> dict[str, Any]:
@@ -451,7 +484,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
         coordinator().settle()
         return store.as_dict(done)
 
-    @app.post("/v1/requests/{request_id}/withdraw")
+    @app.post("/v1/requests/{request_id}/withdraw", responses=_errors(401, 403, 404, 413, 422))
     async def withdraw(
         request_id: RequestId, body: WithdrawBody, token: Caller, secret: RequestSecret = ""
     ) -> dict[str, Any]:
@@ -473,12 +506,12 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
             for status in store.status(env)
         ]
 
-    @app.get("/v1/envs")
+    @app.get("/v1/envs", responses=_errors(401))
     async def all_envs(token: Caller) -> list[dict[str, Any]]:
         """Every environment: holder, queue and last deployed commit."""
         return env_status(None)
 
-    @app.get("/v1/envs/{env}")
+    @app.get("/v1/envs/{env}", responses=_errors(401, 404, 422))
     async def one_env(env: EnvName, token: Caller) -> dict[str, Any]:
         """One environment: holder, queue and last deployed commit."""
         found = env_status(env)
@@ -486,7 +519,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
             raise HTTPException(status_code=404, detail=f"no deploys recorded for environment {env}")
         return found[0]
 
-    @app.get("/v1/envs/{env}/history")
+    @app.get("/v1/envs/{env}/history", responses=_errors(401, 422))
     async def history(
         env: EnvName, token: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 50
     ) -> list[dict[str, Any]]:
@@ -505,7 +538,7 @@ def create_app(store: LockStore, tokens: TokenTable, *, docs: bool = False) -> A
             for r in store.history(env, limit)
         ]
 
-    @app.post("/v1/envs/{env}/release")
+    @app.post("/v1/envs/{env}/release", responses=_errors(401, 403, 413, 422))
     async def release(env: EnvName, body: ReleaseBody, token: Caller) -> dict[str, Any]:
         """Break a stuck lock (admin token only; audited): the holder's request ends and the next is granted."""
         if not token.admin:

@@ -82,11 +82,12 @@ def _operation(method: str, path: str, operation: dict[str, Any]) -> list[str]:
     body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
     if body:
         parts.append(f"Body: {_type(body)}.\n\n")
-    responses = ", ".join(
-        f"{code(status)} {cell(answer.get('description', ''))}"
-        for status, answer in operation.get("responses", {}).items()
-    )
-    parts.append(f"Answers: {responses}.\n\n")
+    answers: list[list[str]] = []
+    for status, answer in operation.get("responses", {}).items():
+        schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+        shape = f" ({_type(schema)})" if "$ref" in schema else ""
+        answers.append([code(status), cell(answer.get("description", "")) + shape])
+    parts.append(table(["answer", "meaning"], answers) + "\n")
     return parts
 
 
