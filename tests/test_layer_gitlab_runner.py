@@ -15,12 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-from deploys.gitlab_runner import pinned_keyring, render_config
+from deploys.gitlab_runner import render_config
 
 from runner_ctl.errors import ConfigError
 from runner_ctl.forge.gitlab_runners import gitlab_client, namespace_id
 from runner_ctl.hostdata import default_host_settings, validate_host_data
 from runner_ctl.layers.gitlab_runner import GITLAB_KEY_FINGERPRINT, GitLabRunnerSettings, package_version
+from runner_ctl.openpgp import pinned_keyring
 from tests.conftest import PROJECT_ROOT
 from tests.standins.forge_api import Reply
 from tests.standins.gitlab_api import GitLabStandIn
