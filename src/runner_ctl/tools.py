@@ -36,7 +36,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = [
     "ARCHIVE_TYPES",
@@ -59,6 +59,9 @@ CPUS = ("x86_64", "arm64")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 DOWNLOAD_TIMEOUT_S = 60.0
 CHUNK = 1 << 16
+# How long a first run waits for another that is downloading the same file (each of the
+# holder's reads is bounded by DOWNLOAD_TIMEOUT_S; a big release on a slow link takes minutes).
+LOCK_WAIT_S = 1800.0
 # A download or extraction killed mid-way leaves a uniquely named temporary; any older than
 # this is swept by the next first run (a live one is never that old and holds the lock).
 STALE_TEMP_S = 3600.0
@@ -240,8 +243,32 @@ def _exclusive(cache: Path, digest: str) -> Iterator[None]:
             "set RUNNER_CTL_CACHE_DIR to a writable directory"
         ) from None
     with handle:  # closing the file releases the lock
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        _wait_for_lock(handle, cache)
         yield
+
+
+def _wait_for_lock(handle: IO[str], cache: Path) -> None:
+    """Take the lock without ever blocking the process in ``flock``: poll, sleeping between tries.
+
+    pyinfra runs the hosts of a deploy as gevent greenlets in one process. A blocking flock
+    in one host's greenlet would stop the whole process, the greenlet holding the lock
+    included, and the deploy would hang for good; ``time.sleep`` lets the holder run (gevent
+    patches it). The wait is bounded: a holder that never finishes is named, not waited on.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_S
+    pause = 0.02
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise ToolError(
+                    f"another download into {cache} has held its lock for {LOCK_WAIT_S:.0f} s; "
+                    "let it finish (or stop it) and run again"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 def _sweep_stale(cache: Path) -> None:
