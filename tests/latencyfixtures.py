@@ -12,12 +12,37 @@ import pytest
 
 from runner_ctl.latency.model import Job
 from tests.conftest import PROJECT_ROOT
-from tests.standins.github_api import GitHubStandIn
+from tests.standins.github_api import GitHubStandIn, iso
 from tests.standins.gitlab_api import GitLabStandIn
 
-__all__ = ["DAY0", "assert_one_line_error", "github", "gitlab", "job", "report_cli", "runner_ctl_latency"]
+__all__ = [
+    "DAY0",
+    "assert_one_line_error",
+    "github",
+    "gitlab",
+    "job",
+    "report_cli",
+    "runner_ctl_latency",
+    "trace_line",
+]
 
 DAY0 = 1_714_521_600.0  # 2024-05-01T00:00:00Z
+
+
+def trace_line(created: float, queue: float, run: float, **extra: Any) -> dict[str, Any]:
+    """One line of a --from-jsonl trace: a self-hosted linux job of workflow CI, on runner ci-1."""
+    return {
+        "created_at": iso(DAY0 + created),
+        "started_at": iso(DAY0 + created + queue),
+        "completed_at": iso(DAY0 + created + queue + run),
+        "labels": ["self-hosted", "linux"],
+        "runner_name": "ci-1",
+        "workflow": "CI",
+        "name": "build",
+        "conclusion": "success",
+        "run_id": int(created),
+        **extra,
+    }
 
 
 def job(

@@ -42,9 +42,9 @@ from runner_ctl.rehearse import RehearsalReport
 from runner_ctl.serial_deploy.flow import DeployResult
 from tests.conftest import PROJECT_ROOT, runner_ctl
 from tests.deployfixtures import Deploy, deploys
-from tests.latencyfixtures import DAY0, job, report_cli, write_trace
+from tests.latencyfixtures import DAY0, job, report_cli, trace_line, write_trace
 from tests.lockfixtures import History, LockService, history, lock_service
-from tests.standins.github_api import GitHubStandIn, JobSpec, iso
+from tests.standins.github_api import GitHubStandIn, JobSpec
 from tests.standins.gitlab_api import GitLabJob, GitLabStandIn
 from tests.test_runners import Cli, gitlab_world
 
@@ -406,30 +406,15 @@ def test_deploy_json_of_every_status(lock_service: LockService, history: History
 # ---- latency report --format json -------------------------------------------------------------------------
 
 
-def _trace_line(created: float, queue: float, run: float, **extra: Any) -> dict[str, Any]:
-    return {
-        "created_at": iso(DAY0 + created),
-        "started_at": iso(DAY0 + created + queue),
-        "completed_at": iso(DAY0 + created + queue + run),
-        "labels": ["self-hosted", "linux"],
-        "runner_name": "ci-1",
-        "workflow": "CI",
-        "name": "build",
-        "conclusion": "success",
-        "run_id": int(created),
-        **extra,
-    }
-
-
 @pytest.fixture
 def mixed_trace(tmp_path: Path) -> Path:
     """Self-hosted jobs of two runner kinds (linux, gpu), hosted jobs, a skipped one and a re-run."""
-    lines = [_trace_line(i * 300, 10 + i, 600, runner_name=f"ci-{i % 2}") for i in range(30)]
-    lines += [_trace_line(i * 900 + 50, 40, 900, labels=["self-hosted", "gpu"], runner_name="gpu-1") for i in range(8)]
-    lines += [_trace_line(i * 1200 + 7, 3, 120, labels=["ubuntu-latest"], runner_name=f"GitHub Actions {i}")
+    lines = [trace_line(i * 300, 10 + i, 600, runner_name=f"ci-{i % 2}") for i in range(30)]
+    lines += [trace_line(i * 900 + 50, 40, 900, labels=["self-hosted", "gpu"], runner_name="gpu-1") for i in range(8)]
+    lines += [trace_line(i * 1200 + 7, 3, 120, labels=["ubuntu-latest"], runner_name=f"GitHub Actions {i}")
               for i in range(5)]  # fmt: skip
     lines.append(
-        _trace_line(60, 0, 0, name="deploy", started_at=None, completed_at=None, runner_name=None, conclusion="skipped")
+        trace_line(60, 0, 0, name="deploy", started_at=None, completed_at=None, runner_name=None, conclusion="skipped")
     )
     return write_trace(tmp_path / "mixed.jsonl", lines)
 
@@ -454,7 +439,7 @@ def test_latency_report_of_a_mixed_trace(mixed_trace: Path) -> None:
 
 
 def test_latency_report_with_tfvars_and_scale_out(tmp_path: Path) -> None:
-    busy = write_trace(tmp_path / "busy.jsonl", [_trace_line(i * 300, i * 300, 600) for i in range(100)])
+    busy = write_trace(tmp_path / "busy.jsonl", [trace_line(i * 300, i * 300, 600) for i in range(100)])
     tfvars = tmp_path / "runner-count.auto.tfvars.json"
     tfvars.write_text(json.dumps({"runner_count": 1}))
     report = _latency(
@@ -466,7 +451,7 @@ def test_latency_report_with_tfvars_and_scale_out(tmp_path: Path) -> None:
 
 
 def test_latency_report_of_an_empty_window(tmp_path: Path) -> None:
-    trace = write_trace(tmp_path / "t.jsonl", [_trace_line(0, 5, 60)])
+    trace = write_trace(tmp_path / "t.jsonl", [trace_line(0, 5, 60)])
     tfvars = tmp_path / "empty.auto.tfvars.json"
     report = _latency(
         "--from-jsonl", str(trace), "--since", "2023-01-01", "--until", "2023-01-02",
@@ -479,7 +464,7 @@ def test_latency_report_of_an_empty_window(tmp_path: Path) -> None:
 
 
 def test_latency_report_of_runners_made_per_job(tmp_path: Path) -> None:
-    lines = [_trace_line(300 * i, 20, 480, runner_name=f"arc-runner-{i:05x}", run_id=i) for i in range(40)]
+    lines = [trace_line(300 * i, 20, 480, runner_name=f"arc-runner-{i:05x}", run_id=i) for i in range(40)]
     report = _latency("--from-jsonl", str(write_trace(tmp_path / "ephemeral.jsonl", lines)))
     recommendation = report.recommendation
     assert (recommendation.current_slots, recommendation.current_slots_basis) == (None, "unknown")

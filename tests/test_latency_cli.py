@@ -5,7 +5,6 @@ import struct
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -18,9 +17,10 @@ from tests.latencyfixtures import (
     gitlab,
     report_cli,
     runner_ctl_latency,
+    trace_line,
     write_trace,
 )
-from tests.standins.github_api import GitHubStandIn, JobSpec, iso
+from tests.standins.github_api import GitHubStandIn, JobSpec
 from tests.standins.gitlab_api import GitLabJob, GitLabStandIn
 
 __all__ = ["github", "gitlab"]  # fixtures, imported to be found
@@ -28,33 +28,18 @@ __all__ = ["github", "gitlab"]  # fixtures, imported to be found
 CONTRACT_KEYS = {"source", "window", "jobs", "overall", "groups", "by_hour_utc", "api", "recommendation"}
 
 
-def line(created: float, queue: float, run: float, **extra: Any) -> dict[str, Any]:
-    return {
-        "created_at": iso(DAY0 + created),
-        "started_at": iso(DAY0 + created + queue),
-        "completed_at": iso(DAY0 + created + queue + run),
-        "labels": ["self-hosted", "linux"],
-        "runner_name": "ci-1",
-        "workflow": "CI",
-        "name": "build",
-        "conclusion": "success",
-        "run_id": int(created),
-        **extra,
-    }
-
-
 @pytest.fixture
 def busy_trace(tmp_path: Path) -> Path:
     """Jobs of 10 minutes arriving every 5 minutes on one runner: the queue grows all day."""
-    lines = [line(i * 300, max(0, i * 300), 600) for i in range(100)]
+    lines = [trace_line(i * 300, max(0, i * 300), 600) for i in range(100)]
     return write_trace(tmp_path / "busy.jsonl", lines)
 
 
 @pytest.fixture
 def calm_trace(tmp_path: Path) -> Path:
-    lines = [line(i * 3600, 5, 600, runner_name=f"ci-{i % 2}") for i in range(20)]
+    lines = [trace_line(i * 3600, 5, 600, runner_name=f"ci-{i % 2}") for i in range(20)]
     lines.append(
-        line(30, 0, 0, name="deploy", started_at=None, completed_at=None, runner_name=None, conclusion="skipped")
+        trace_line(30, 0, 0, name="deploy", started_at=None, completed_at=None, runner_name=None, conclusion="skipped")
     )
     return write_trace(tmp_path / "calm.jsonl", lines)
 
@@ -222,9 +207,9 @@ def test_unparseable_since(calm_trace: Path) -> None:
 
 
 def test_a_jsonl_line_with_a_missing_field(tmp_path: Path) -> None:
-    broken = line(0, 1, 2)
+    broken = trace_line(0, 1, 2)
     del broken["runner_name"]
-    trace = write_trace(tmp_path / "t.jsonl", [line(0, 1, 2), broken])
+    trace = write_trace(tmp_path / "t.jsonl", [trace_line(0, 1, 2), broken])
     done = runner_ctl_latency("report", "--from-jsonl", str(trace))
     assert_one_line_error(done, 2, f"{trace}:2: missing field 'runner_name'")
 
