@@ -4,6 +4,8 @@ The document is the one the service itself serves at /openapi.json: the generato
 real application on a throwaway database and asks it.
 """
 
+import asyncio
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -19,9 +21,9 @@ from runner_ctl.refdocs._md import HEADER, cell, code, table
 __all__ = ["lock_api_page", "openapi_document", "openapi_json"]
 
 
+@functools.cache  # both lock-api.md and openapi.json come from one fetch (callers only read it)
 def openapi_document() -> dict[str, Any]:
     """GET /openapi.json of a real service instance (in-process ASGI, no socket)."""
-    import asyncio
 
     async def fetch(app: Any) -> dict[str, Any]:
         transport = httpx.ASGITransport(app=app)
